@@ -1,0 +1,74 @@
+/**
+ * volt: the command line. Picks the command, parses its flags, runs it, and turns any error
+ * into one line on stderr (a stack trace only with `VOLT_DEBUG=1`).
+ *
+ * @module
+ */
+
+import { commandHelp, type CommandSpec, parseCommandLine } from "./lib/cli/command.ts";
+import { COMMANDS } from "./lib/commands/mod.ts";
+import { errorLine, UsageError, VoltError } from "./lib/errors.ts";
+
+const VERSION = "0.1.0";
+
+function mainHelp(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  return [
+    "usage: volt <command> [options]",
+    "",
+    "volt: volume streams, snapshot chains and NBD backups for QEMU/KVM hosts.",
+    "",
+    "commands:",
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    "",
+    "Run 'volt <command> --help' for a command's options.",
+  ].join("\n");
+}
+
+/** Finds the command named by the first one or two words of argv. */
+function findCommand(argv: string[]): { spec: CommandSpec; rest: string[] } | undefined {
+  for (const words of [2, 1]) {
+    const name = argv.slice(0, words).join(" ");
+    const spec = COMMANDS.find((c) => c.name === name);
+    if (spec) return { spec, rest: argv.slice(words) };
+  }
+  return undefined;
+}
+
+/** Runs volt with the given arguments and resolves to the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  if (argv.length === 0 || argv[0] === "--help" || argv[0] === "-h" || argv[0] === "help") {
+    console.log(mainHelp());
+    return argv.length === 0 ? 2 : 0;
+  }
+  if (argv[0] === "--version") {
+    console.log(`volt ${VERSION}`);
+    return 0;
+  }
+  try {
+    const found = findCommand(argv);
+    if (!found) {
+      const group = COMMANDS.filter((c) => c.name.startsWith(`${argv[0]} `));
+      if (group.length > 0) {
+        throw new UsageError(
+          `volt ${argv[0]}: expected one of ${group.map((c) => c.name.split(" ")[1]).join(", ")}`,
+        );
+      }
+      throw new UsageError(`unknown command '${argv[0]}': see 'volt --help'`);
+    }
+    const args = parseCommandLine(found.spec, found.rest);
+    if (args.values.help) {
+      console.log(commandHelp(found.spec));
+      return 0;
+    }
+    return (await found.spec.run(args)) ?? 0;
+  } catch (err) {
+    if (Deno.env.get("VOLT_DEBUG") === "1") console.error(err);
+    console.error(`volt: ${errorLine(err)}`);
+    return err instanceof VoltError ? err.exitCode : 1;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}
