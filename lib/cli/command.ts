@@ -82,7 +82,9 @@ export function parseCommandLine(spec: CommandSpec, argv: string[]): ParsedArgs 
     { type: "string" | "boolean"; multiple?: boolean; short?: string }
   > = {};
   for (const [name, o] of Object.entries(options)) {
-    parseOptions[name] = { type: o.type, multiple: o.multiple, short: o.short };
+    parseOptions[name] = { type: o.type };
+    if (o.multiple) parseOptions[name].multiple = true;
+    if (o.short) parseOptions[name].short = o.short;
   }
   let parsed;
   try {

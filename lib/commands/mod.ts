@@ -6,6 +6,24 @@
  */
 
 import type { CommandSpec } from "../cli/command.ts";
+import { allocCommand } from "./alloc.ts";
+import { addCommand, configShowCommand, removeCommand, setCommand } from "./config.ts";
+import { freeCommand } from "./free.ts";
+import { listCommand } from "./list.ts";
+import { pathCommand } from "./path.ts";
+import { pluginsCommand } from "./plugins.ts";
+import { statusCommand } from "./status.ts";
 
 /** Every command volt knows. */
-export const COMMANDS: CommandSpec[] = [];
+export const COMMANDS: CommandSpec[] = [
+  statusCommand,
+  listCommand,
+  allocCommand,
+  freeCommand,
+  pathCommand,
+  pluginsCommand,
+  configShowCommand,
+  addCommand,
+  setCommand,
+  removeCommand,
+];

@@ -1,0 +1,66 @@
+/**
+ * `volt list <storage>`: the volumes of a storage.
+ *
+ * @module
+ */
+
+import { type CommandSpec, OUTPUT_FORMAT_OPTION, stringOpt } from "../cli/command.ts";
+import { UsageError } from "../errors.ts";
+import { CONTENT_TYPES, type ContentType, type VolumeInfo } from "../../plugins/api.ts";
+import type { Storages } from "../storage/storages.ts";
+import { parseVmid, printOutput, storagesFromArgs } from "./common.ts";
+
+/** Options of {@link runList}. */
+export interface ListOptions {
+  storage: string;
+  vmid?: number;
+  content?: ContentType;
+}
+
+/** The volumes of one storage, sorted by volume id. */
+export async function runList(storages: Storages, options: ListOptions): Promise<VolumeInfo[]> {
+  const h = await storages.get(options.storage);
+  const list = await h.plugin.listVolumes(h.storage, {
+    vmid: options.vmid,
+    content: options.content ? [options.content] : undefined,
+  });
+  return list.sort((a, b) => a.volid.localeCompare(b.volid));
+}
+
+/** `volt list`. */
+export const listCommand: CommandSpec = {
+  name: "list",
+  summary: "list the volumes of a storage",
+  args: "<storage>",
+  positionals: [1, 1],
+  options: {
+    vmid: { type: "string", arg: "N", description: "only volumes of guest N" },
+    content: {
+      type: "string",
+      arg: "TYPE",
+      description: `only one content type (${CONTENT_TYPES.join(", ")})`,
+    },
+    ...OUTPUT_FORMAT_OPTION,
+  },
+  async run(args) {
+    const content = stringOpt(args, "content");
+    if (content !== undefined && !(CONTENT_TYPES as readonly string[]).includes(content)) {
+      throw new UsageError(`--content: '${content}' is not one of ${CONTENT_TYPES.join(", ")}`);
+    }
+    const vmidText = stringOpt(args, "vmid");
+    const storages = await storagesFromArgs(args);
+    const list = await runList(storages, {
+      storage: args.positionals[0],
+      vmid: vmidText === undefined ? undefined : parseVmid(vmidText),
+      content: content as ContentType | undefined,
+    });
+    printOutput(args, list, ["Volid", "Format", "Type", "Size", "Used", "VMID"], (v) => [
+      v.volid,
+      v.format,
+      v.content,
+      v.size,
+      v.used,
+      v.vmid ?? "",
+    ]);
+  },
+};

@@ -1,0 +1,211 @@
+/**
+ * The storage plugin API. A plugin is an ES module with a named export `plugin` that satisfies
+ * {@link StoragePlugin}; the built-in directory storage (`plugins/dir.ts`) is written against
+ * exactly this interface. The lifecycle, versioning rules and a worked example are in
+ * `docs/plugins.md`.
+ *
+ * Sizes are bytes (Proxmox uses KiB); volume names are storage-relative (`100/vm-100-disk-0.raw`);
+ * a volume id is `storeid:volname`.
+ *
+ * @module
+ */
+
+/**
+ * The API version volt implements. A plugin declares the version it was written against in
+ * `api`; volt loads it when `APIVER - APIAGE <= api <= APIVER` (as Proxmox does), warning when
+ * `api < APIVER`. Adding optional methods bumps both; changing a method bumps APIVER only.
+ */
+export const APIVER = 1;
+/** How many older API versions volt still loads. */
+export const APIAGE = 0;
+
+/** What a storage holds, as Proxmox's `content` option names it. */
+export type ContentType =
+  | "images"
+  | "rootdir"
+  | "iso"
+  | "vztmpl"
+  | "backup"
+  | "snippets"
+  | "import";
+
+/** Every content type, in Proxmox's order. */
+export const CONTENT_TYPES: readonly ContentType[] = [
+  "images",
+  "rootdir",
+  "iso",
+  "vztmpl",
+  "backup",
+  "snippets",
+  "import",
+];
+
+/** A parsed option value. `prune` options are maps like `{ "keep-daily": 7 }`. */
+export type OptionValue = string | number | boolean | string[] | Record<string, number>;
+
+/** The schema of one storage option (a line in storage.cfg). */
+export interface OptionSchema {
+  /**
+   * `string`; `boolean` (`0`/`1`, a key alone means 1); `integer`; `enum` (one of `values`);
+   * `list` (comma-separated, each one of `values` when given); `prune` (Proxmox's
+   * `keep-last=N,keep-daily=N,…`).
+   */
+  type: "string" | "boolean" | "integer" | "enum" | "list" | "prune";
+  description: string;
+  /** Allowed values for `enum` and `list`. */
+  values?: readonly string[];
+  /** Bounds for `integer`. */
+  minimum?: number;
+  maximum?: number;
+  /** The storage cannot be used without it. */
+  required?: boolean;
+  /** Cannot be changed once the storage holds data (checked by the plugin). */
+  fixed?: boolean;
+  /** Value used when the option is absent. */
+  default?: OptionValue;
+  /** Another accepted name for this option (e.g. `external-snapshots`). */
+  alias?: string;
+}
+
+/** A configured storage, its options parsed and checked against its plugin's schema. */
+export interface Storage {
+  /** Storage id, the part before `:` in a volume id. */
+  id: string;
+  /** Storage type, the plugin's `type`. */
+  type: string;
+  /** Options by canonical name (aliases resolved), defaults not filled in. */
+  options: Record<string, OptionValue>;
+}
+
+/** What a volume name says about the volume. */
+export interface VolumeName {
+  vtype: ContentType;
+  /** File name part (`vm-100-disk-0.qcow2`, `x.iso`). */
+  name: string;
+  /** Owning guest, when the name carries one. */
+  vmid?: number;
+  /** Data format: raw, qcow2, vmdk, subvol; for import volumes ova, ovf, …. */
+  format: string;
+  /** A `base-` template image. */
+  isBase?: boolean;
+}
+
+/** One volume as `volt list` shows it. */
+export interface VolumeInfo {
+  volid: string;
+  format: string;
+  /** Virtual size in bytes (0 where it has none, e.g. a subvolume). */
+  size: number;
+  /** Bytes allocated on disk. */
+  used: number;
+  vmid?: number;
+  content: ContentType;
+  /** Creation (or last change) time, seconds since the epoch. */
+  ctime: number;
+  /** Volume id of the volume this one depends on (a backing image, a parent backup). */
+  parent?: string;
+  notes?: string;
+  protected?: boolean;
+}
+
+/** Size facts of one volume. */
+export interface VolumeSize {
+  format: string;
+  /** Virtual size in bytes. */
+  size: number;
+  /** Bytes allocated on disk. */
+  used: number;
+  /** Backing file name as recorded in the image, if any. */
+  backing?: string;
+}
+
+/** Capacity of a storage. */
+export interface StorageStatus {
+  active: boolean;
+  total: number;
+  used: number;
+  avail: number;
+}
+
+/** Filter for {@link StoragePlugin.listVolumes}. */
+export interface ListFilter {
+  vmid?: number;
+  content?: ContentType[];
+}
+
+/** Where a plugin writes messages meant for the user (stderr in the CLI). */
+export type LogFunction = (level: "info" | "warn" | "err", message: string) => void;
+
+/**
+ * A storage plugin. Required members are listed in {@link REQUIRED_METHODS}; the rest are
+ * optional and volt says "storage type X does not support …" when one is missing.
+ */
+export interface StoragePlugin {
+  /** Storage type name as written in storage.cfg (`dir`, `backup-dir`). */
+  readonly type: string;
+  /** The API version the plugin was written against: see {@link APIVER}. */
+  readonly api: number;
+  /** One line for `volt plugins`. */
+  readonly description?: string;
+  /** Content types this type can hold, and the default when `content` is not set. */
+  readonly content: { supported: readonly ContentType[]; default: readonly ContentType[] };
+  /** Image formats and the default (`format` option). Omit if the storage holds no images. */
+  readonly formats?: { supported: readonly string[]; default: string };
+  /** The options this type accepts in storage.cfg. `content`, `disable`, `shared`, `nodes` are always accepted. */
+  readonly options: Readonly<Record<string, OptionSchema>>;
+  /** Capabilities: `backup-provider` (has {@link StoragePlugin.newBackupProvider}). */
+  readonly features?: readonly string[];
+
+  /** Parses a volume name; throws `TypeError` naming it when it is not valid for this type. */
+  parseVolname(volname: string): VolumeName;
+  /** Local path of a volume (file or directory). */
+  path(storage: Storage, volname: string): string;
+  /** Makes the storage usable (create directories, check mounts). Idempotent. */
+  activateStorage(storage: Storage): Promise<void>;
+  /** Capacity; `active: false` when the storage cannot be reached. */
+  status(storage: Storage): Promise<StorageStatus>;
+  /**
+   * Allocates a new image or subvolume for `vmid` and returns its volume name. `name` is the
+   * file name wanted, or undefined for the next free `vm-<vmid>-disk-<n>`. Two concurrent calls
+   * never return the same name.
+   */
+  allocImage(
+    storage: Storage,
+    vmid: number,
+    format: string,
+    name: string | undefined,
+    size: number,
+  ): Promise<string>;
+  /** Removes a volume (and, for a snapshot chain, all of its files). */
+  freeImage(storage: Storage, volname: string): Promise<void>;
+  /** Volumes on the storage, filtered. */
+  listVolumes(storage: Storage, filter: ListFilter): Promise<VolumeInfo[]>;
+  /** Virtual size and usage of one volume; refuses unsafe images rather than opening them. */
+  volumeSizeInfo(storage: Storage, volname: string): Promise<VolumeSize>;
+  /** Called once when volt no longer needs the storage in this process (optional). */
+  deactivateStorage?(storage: Storage): Promise<void>;
+}
+
+/** The members every plugin must define, with their `typeof`. */
+export const REQUIRED_METHODS: Readonly<Record<string, string>> = {
+  type: "string",
+  api: "number",
+  content: "object",
+  options: "object",
+  parseVolname: "function",
+  path: "function",
+  activateStorage: "function",
+  status: "function",
+  allocImage: "function",
+  freeImage: "function",
+  listVolumes: "function",
+  volumeSizeInfo: "function",
+};
+
+/** Options every storage type accepts, whatever its plugin declares. */
+export const COMMON_OPTIONS: Readonly<Record<string, OptionSchema>> = {
+  content: { type: "list", values: CONTENT_TYPES, description: "content types the storage holds" },
+  disable: { type: "boolean", description: "storage is disabled", default: false },
+  shared: { type: "boolean", description: "storage is shared between nodes", default: false },
+  nodes: { type: "list", description: "nodes where the storage is available" },
+};
