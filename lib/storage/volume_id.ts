@@ -65,8 +65,8 @@ function unsafeReason(volname: string): string | undefined {
 
 /** A string with control characters escaped, safe for a one-line message. */
 export function printable(s: string): string {
-  // deno-lint-ignore no-control-regex
   return s.replace(
+    // deno-lint-ignore no-control-regex
     /[\x00-\x1f\x7f]/g,
     (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
   );
