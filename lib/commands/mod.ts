@@ -9,6 +9,7 @@ import type { CommandSpec } from "../cli/command.ts";
 import { allocCommand } from "./alloc.ts";
 import { addCommand, configShowCommand, removeCommand, setCommand } from "./config.ts";
 import { freeCommand } from "./free.ts";
+import { infoCommand } from "./info.ts";
 import { listCommand } from "./list.ts";
 import { pathCommand } from "./path.ts";
 import { pluginsCommand } from "./plugins.ts";
@@ -21,6 +22,7 @@ export const COMMANDS: CommandSpec[] = [
   allocCommand,
   freeCommand,
   pathCommand,
+  infoCommand,
   pluginsCommand,
   configShowCommand,
   addCommand,
