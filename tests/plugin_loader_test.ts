@@ -162,3 +162,28 @@ Deno.test("a missing --plugin file is reported and volt keeps working", async ()
   assert.equal(r.code, 0);
   assert.match(r.stderr, /plugin .*nope\.ts: file not found/);
 });
+
+Deno.test("the example plugin from docs/plugins.md loads by path and serves alloc, list, free", async () => {
+  await using tmp = new TempDir();
+  const cfg = tmp.join("storage.cfg");
+  await Deno.writeTextFile(cfg, `flat: scratch\n\tpath ${tmp.join("scratch")}\n`);
+  const example = new URL("../plugins/examples/flat.ts", import.meta.url).pathname;
+  const env = { VOLT_CONFIG: cfg, VOLT_PLUGINS: tmp.join("none") };
+  const a = await volt(["alloc", "scratch", "5", "auto", "2M", "--plugin", example], { env });
+  assert.equal(a.code, 0, a.stderr);
+  assert.equal(a.stdout.trim(), "successfully created 'scratch:5/vm-5-disk-0.raw'");
+  const l = await volt(["list", "scratch", "--plugin", example, "--output-format", "json"], {
+    env,
+  });
+  assert.deepEqual(
+    JSON.parse(l.stdout).map((v: { volid: string; size: number }) => [v.volid, v.size]),
+    [
+      ["scratch:5/vm-5-disk-0.raw", 2 * 1024 * 1024],
+    ],
+  );
+  assert.equal(
+    (await volt(["free", "scratch:5/vm-5-disk-0.raw", "--plugin", example], { env })).code,
+    0,
+  );
+  await assert.rejects(Deno.stat(tmp.join("scratch/vm-5-disk-0.raw")), Deno.errors.NotFound);
+});
