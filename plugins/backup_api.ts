@@ -1,0 +1,212 @@
+/**
+ * The backup provider API: what a backup storage implements so that volt can back guests up
+ * into it and restore them. The shape is the one Proxmox VE merged
+ * (`PVE::BackupProvider::Plugin::Base`), in camelCase; volt plays the host's part (what vzdump
+ * and QEMU do in Proxmox). The lifecycle, guarantees and a guide: `docs/backup-providers.md`.
+ *
+ * A storage plugin opts in by listing the `backup-provider` feature and implementing
+ * `newBackupProvider(storage, log)`.
+ *
+ * @module
+ */
+
+import type { LogFunction, Storage } from "./api.ts";
+
+/** Guest types. */
+export type GuestType = "qemu" | "lxc";
+
+/** How the provider wants a VM's data: an NBD export, or a file handle (raw file or block device). */
+export type VmBackupMechanism = "nbd" | "file-handle";
+/** How the provider wants a container's data. */
+export type ContainerBackupMechanism = "directory";
+
+/** Per device: `new` — start a fresh bitmap (full copy); `use` — reuse it if it is valid (incremental). */
+export type IncrementalChoice = "new" | "use";
+
+/**
+ * What the host did with a device's dirty bitmap: `none` — no bitmap, copy everything;
+ * `new` — a bitmap was (re)created, copy everything, the next backup can be incremental;
+ * `reuse` — the bitmap is valid since the previous backup, copy only dirty regions.
+ */
+export type BitmapMode = "none" | "new" | "reuse";
+
+/** A dirty region of a device: byte offset and length. */
+export interface DirtyRegion {
+  offset: number;
+  length: number;
+}
+
+/** One VM disk handed to {@link BackupProvider.backupVm}. */
+export interface VmVolume {
+  /** Device name, e.g. `scsi0`. */
+  device: string;
+  /** Virtual size in bytes. */
+  size: number;
+  bitmapMode: BitmapMode;
+  /** `nbd` mechanism: where to read. */
+  nbd?: {
+    /** `nbd+unix:///<export>?socket=<path>`. */
+    uri: string;
+    socket: string;
+    exportName: string;
+    /** Dirty bitmap name (meta context `qemu:dirty-bitmap:<name>`), unless bitmapMode is `none`. */
+    bitmapName?: string;
+  };
+  /** `file-handle` mechanism: an open, readable file and the regions to copy. */
+  fileHandle?: {
+    file: Deno.FsFile;
+    path: string;
+    /** Next region to copy, in ascending order; null at the end. Everything when no bitmap. */
+    nextDirtyRegion(): Promise<DirtyRegion | null>;
+  };
+}
+
+/** Extra facts for {@link BackupProvider.backupVm}. */
+export interface VmBackupInfo {
+  /** The guest's firewall configuration, byte for byte, if it has one. */
+  firewallConfig?: string;
+  /** Bandwidth limit in KiB/s (0 or undefined: none). */
+  bandwidthLimit?: number;
+  /** Progress callback the provider may call with bytes done and total for a device. */
+  progress?: (device: string, done: number, total: number) => void;
+  /** Fires when the job is cancelled (SIGINT/SIGTERM): stop and throw. */
+  signal?: AbortSignal;
+}
+
+/** What {@link BackupProvider.backupContainer} gets. */
+export interface ContainerBackupInfo {
+  /** The container's root file system, mounted or as a directory. */
+  directory: string;
+  /** Paths below `directory` to include (default `["."]`). */
+  sources: string[];
+  firewallConfig?: string;
+  bandwidthLimit?: number;
+  /** Numeric uid the archive should be written as (unprivileged containers). */
+  backupUserId?: number;
+  signal?: AbortSignal;
+}
+
+/** Statistics returned by {@link BackupProvider.backupCleanup}. */
+export interface BackupStats {
+  /** Bytes the backup occupies on the backup storage. */
+  archiveSize: number;
+}
+
+/** How a backup is restored: VMs via `qemu-img`, containers via `tar` or `directory`. */
+export type RestoreMechanism = "qemu-img" | "tar" | "directory";
+
+/** One device of a VM backup. */
+export interface RestoreDevice {
+  /** Virtual size in bytes. */
+  size: number;
+}
+
+/** What a VM volume restore reads. */
+export interface RestoreVolumeSource {
+  /** A path or NBD URI that `qemu-img` (or volt's NBD engine) can read. */
+  qemuImgPath: string;
+}
+
+/** What a container restore reads. */
+export interface RestoreContainerSource {
+  /** `tar` mechanism: a (possibly compressed) tar archive. */
+  tarPath?: string;
+  /** `directory` mechanism: a directory with the container's file system. */
+  archiveDirectory?: string;
+}
+
+/**
+ * A backup provider. volt calls its methods in the order drawn in docs/backup-providers.md.
+ * Every `*Cleanup` method is called whenever its `*Init` was called, also after a failure.
+ */
+export interface BackupProvider {
+  /** Shown in logs. */
+  readonly providerName: string;
+
+  // --- job ---
+  /** A backup job starts (one or more guests). */
+  jobInit(startTime: number): Promise<void>;
+  /** The job ended, successfully or not. Always called after `jobInit`. */
+  jobCleanup(): Promise<void>;
+
+  // --- one guest ---
+  /** A guest's backup starts; returns the archive name (the volume name without storage). */
+  backupInit(vmid: number, type: GuestType, startTime: number): Promise<{ archiveName: string }>;
+  /**
+   * The guest's backup ended. `success` false: remove everything of this backup. Returns
+   * statistics. Always called after `backupInit`; volt consumes dirty bitmaps only after this
+   * returned with `success` true.
+   */
+  backupCleanup(
+    vmid: number,
+    type: GuestType,
+    success: boolean,
+    info: { error?: string },
+  ): Promise<{ stats: BackupStats }>;
+  /** Which mechanism to use for this guest. */
+  backupGetMechanism(
+    vmid: number,
+    type: GuestType,
+  ): Promise<VmBackupMechanism | ContainerBackupMechanism>;
+  /** Keep the task log with the backup (called after `backupCleanup`, also after a failure). */
+  backupHandleLogFile(vmid: number, logPath: string): Promise<void>;
+
+  // --- VMs ---
+  /** For each device (name → size), whether to start a new bitmap or use the existing one. */
+  backupVmQueryIncremental(
+    vmid: number,
+    devices: Record<string, number>,
+  ): Promise<Record<string, IncrementalChoice>>;
+  /** Back up the VM: its configuration and every volume. */
+  backupVm(
+    vmid: number,
+    guestConfig: string,
+    volumes: VmVolume[],
+    info: VmBackupInfo,
+  ): Promise<void>;
+
+  // --- containers (optional until a provider supports them) ---
+  backupContainerPrepare?(vmid: number, info: ContainerBackupInfo): Promise<void>;
+  backupContainer?(
+    vmid: number,
+    guestConfig: string,
+    excludePatterns: string[],
+    info: ContainerBackupInfo,
+  ): Promise<void>;
+
+  // --- restore ---
+  restoreGetMechanism(volname: string): Promise<{ mechanism: RestoreMechanism; type: GuestType }>;
+  archiveGetGuestConfig(volname: string): Promise<string>;
+  archiveGetFirewallConfig(volname: string): Promise<string | undefined>;
+  /** Devices in the backup and their sizes. */
+  restoreVmInit(volname: string): Promise<Record<string, RestoreDevice>>;
+  restoreVmCleanup(volname: string): Promise<void>;
+  restoreVmVolumeInit(volname: string, device: string): Promise<RestoreVolumeSource>;
+  restoreVmVolumeCleanup(volname: string, device: string): Promise<void>;
+  restoreContainerInit?(volname: string): Promise<RestoreContainerSource>;
+  restoreContainerCleanup?(volname: string): Promise<void>;
+}
+
+/** A storage plugin with the `backup-provider` feature has this method. */
+export interface BackupProviderFactory {
+  newBackupProvider(storage: Storage, log: LogFunction): BackupProvider | Promise<BackupProvider>;
+}
+
+/** Methods every backup provider must have (checked when a provider is created). */
+export const REQUIRED_PROVIDER_METHODS: readonly string[] = [
+  "jobInit",
+  "jobCleanup",
+  "backupInit",
+  "backupCleanup",
+  "backupGetMechanism",
+  "backupHandleLogFile",
+  "backupVmQueryIncremental",
+  "backupVm",
+  "restoreGetMechanism",
+  "archiveGetGuestConfig",
+  "archiveGetFirewallConfig",
+  "restoreVmInit",
+  "restoreVmCleanup",
+  "restoreVmVolumeInit",
+  "restoreVmVolumeCleanup",
+];
