@@ -11,6 +11,7 @@ import { addCommand, configShowCommand, removeCommand, setCommand } from "./conf
 import { freeCommand } from "./free.ts";
 import { infoCommand } from "./info.ts";
 import { listCommand } from "./list.ts";
+import { nbdCopyCommand, nbdMapCommand } from "./nbd.ts";
 import { pathCommand } from "./path.ts";
 import { pluginsCommand } from "./plugins.ts";
 import { statusCommand } from "./status.ts";
@@ -28,4 +29,6 @@ export const COMMANDS: CommandSpec[] = [
   addCommand,
   setCommand,
   removeCommand,
+  nbdMapCommand,
+  nbdCopyCommand,
 ];

@@ -1,0 +1,277 @@
+/**
+ * The copy engine's reader Worker: owns the source handle(s), maps the export, and keeps up
+ * to `depth` `nbd_aio_pread` requests in flight per connection into free slots of the shared
+ * C buffer. A completed read is checked for zeros (`memcmp`) and queued for the sink; then
+ * the reader waits in `poll` on its sockets and its doorbell.
+ *
+ * Loaded by {@link copyNbd}; not imported by anything else.
+ *
+ * @module
+ */
+
+import { libc } from "../../ffi/libc.ts";
+import type { CPointer, NbdHandle } from "../../ffi/nbd_handle.ts";
+import {
+  ABORT_FAILED,
+  CopyShared,
+  COUNTER,
+  Doorbell,
+  SLOT_DATA,
+  SLOT_ZERO,
+} from "./copy_shared.ts";
+import type { Go, ReaderStart, Stop, WorkerScope } from "./copy_messages.ts";
+import { BASE_ALLOCATION, dirtyBitmapContext, readExtents } from "./extents.ts";
+import { type CopyRange, planRanges, splitRequests } from "./plan.ts";
+import { HandlePollError, pollHandles } from "./poll.ts";
+import { connectNbd, sourceUri } from "./source.ts";
+import { errText } from "./sink_writers.ts";
+
+/** Largest zero request: within NBD's 32-bit lengths, aligned. */
+const ZERO_CHUNK = 2 ** 30;
+
+const scope = self as unknown as WorkerScope;
+
+interface Connection {
+  h: NbdHandle;
+  /** cookie → slot */
+  inflight: Map<bigint, number>;
+}
+
+class Stopped extends Error {}
+
+let start: ReaderStart;
+let connections: Connection[] = [];
+let size = 0;
+let requestSize = 0;
+
+scope.onmessage = (event: MessageEvent) => {
+  const msg = event.data as ReaderStart | Go | Stop;
+  if (msg.type === "start") {
+    start = msg;
+    guarded(connect);
+  } else if (msg.type === "go") {
+    guarded(() => copy(msg));
+  } else if (msg.type === "stop") {
+    closeAll();
+    scope.postMessage({ type: "aborted" });
+    scope.close();
+  }
+};
+
+function guarded(fn: () => void): void {
+  try {
+    fn();
+  } catch (err) {
+    closeAll();
+    if (err instanceof Stopped) {
+      scope.postMessage({ type: "aborted" });
+    } else {
+      if (start) new CopyShared(start.shared).abort(ABORT_FAILED);
+      scope.postMessage({
+        type: "error",
+        message: errText(err),
+        name: err instanceof Error ? err.name : "Error",
+      });
+    }
+    scope.close();
+  }
+}
+
+function closeAll(): void {
+  for (const c of connections) c.h.close();
+  connections = [];
+}
+
+function connect(): void {
+  const metaContexts = [BASE_ALLOCATION];
+  if (start.bitmap !== undefined) metaContexts.push(dirtyBitmapContext(start.bitmap));
+  const first = connectNbd(start.source, { metaContexts, name: "volt-source" });
+  connections.push({ h: first, inflight: new Map() });
+  size = first.size();
+  const max = first.blockSize("maximum");
+  requestSize = max > 0 ? Math.min(start.requestSize, max) : start.requestSize;
+  const wanted = first.canMultiConn() ? start.connections : 1;
+  for (let i = 1; i < wanted; i++) {
+    connections.push({
+      h: connectNbd(start.source, { name: `volt-source-${i}` }),
+      inflight: new Map(),
+    });
+  }
+  scope.postMessage({
+    type: "connected",
+    size,
+    requestSize,
+    connections: connections.length,
+  });
+}
+
+function copy(go: Go): void {
+  const shared = new CopyShared(start.shared);
+  const bell = new Doorbell(start.readerBell);
+  const consumer = new Doorbell(start.consumerBell);
+  const lib = libc();
+  const uri = sourceUri(start.source);
+  const base = Deno.UnsafePointer.create(go.buffer)!;
+  const slotPtr: CPointer[] = [];
+  for (let i = 0; i < shared.slots; i++) {
+    slotPtr.push(i === 0 ? base : Deno.UnsafePointer.offset(base, i * requestSize)!);
+  }
+  const zeros = start.detectZeroes ? lib.calloc(1n, BigInt(requestSize)) : null;
+
+  // The plan: merged extents → ranges to read or zero. Kept as ranges, split lazily.
+  const ranges: CopyRange[] = [
+    ...planRanges(readExtents(connections[0].h, { bitmap: start.bitmap }), start.selection),
+  ];
+  let total = 0;
+  let toRead = 0;
+  for (const r of ranges) {
+    total += r.length;
+    if (r.read) toRead += r.length;
+  }
+  shared.setCounter(COUNTER.size, size);
+  shared.setCounter(COUNTER.total, total);
+  shared.setCounter(COUNTER.planRead, toRead);
+  scope.postMessage({ type: "plan", total, read: toRead });
+
+  const requests = splitRequests(ranges, requestSize, ZERO_CHUNK);
+  let next: CopyRange | undefined = requests.next().value ?? undefined;
+  const ringConsumer = () => {
+    shared.ringConsumerBell();
+    consumer.ring();
+  };
+
+  const readFailed = (offset: number, length: number, detail: string) =>
+    new Error(`reading ${length} bytes at offset ${offset} from ${uri} failed: ${detail}`);
+  const firstInflight = (c: Connection): number => {
+    let slot = -1;
+    for (const s of c.inflight.values()) {
+      if (slot < 0 || shared.slotOffset(s) < shared.slotOffset(slot)) slot = s;
+    }
+    return slot;
+  };
+  const connectionFailed = (c: Connection, err: unknown): Error => {
+    const slot = firstInflight(c);
+    if (slot < 0) return new Error(`reading from ${uri} failed: ${errText(err)}`);
+    return readFailed(shared.slotOffset(slot), shared.slotLength(slot), errText(err));
+  };
+
+  const bwlimit = start.bwlimit;
+  const t0 = performance.now();
+  let issued = 0;
+
+  try {
+    for (;;) {
+      if (shared.aborted()) throw new Stopped();
+      let progressed = false;
+      let waitMs = -1;
+
+      // Issue reads (and queue zero ranges) while slots and depth allow.
+      while (next) {
+        if (!next.read) {
+          if (go.initiallyZero) {
+            shared.count(COUNTER.skipped, next.length);
+          } else {
+            const slot = shared.freePop();
+            if (slot < 0) break;
+            shared.setSlot(slot, SLOT_ZERO, next.offset, next.length);
+            shared.fullPush(slot);
+            ringConsumer();
+          }
+          next = requests.next().value ?? undefined;
+          progressed = true;
+          continue;
+        }
+        if (bwlimit > 0) {
+          const allowed = (bwlimit * (performance.now() - t0)) / 1000 + requestSize;
+          if (issued + next.length > allowed) {
+            waitMs = Math.max(1, Math.ceil(((issued + next.length - allowed) / bwlimit) * 1000));
+            break;
+          }
+        }
+        let conn: Connection | undefined;
+        for (const c of connections) {
+          if (c.inflight.size < start.depth && (!conn || c.inflight.size < conn.inflight.size)) {
+            conn = c;
+          }
+        }
+        if (!conn) break;
+        const slot = shared.freePop();
+        if (slot < 0) break;
+        shared.setSlot(slot, SLOT_DATA, next.offset, next.length);
+        let cookie: bigint;
+        try {
+          cookie = conn.h.aioPread(slotPtr[slot], next.length, next.offset);
+        } catch (err) {
+          throw readFailed(next.offset, next.length, errText(err));
+        }
+        conn.inflight.set(cookie, slot);
+        issued += next.length;
+        next = requests.next().value ?? undefined;
+        progressed = true;
+      }
+
+      // Retire completed reads.
+      let inflight = 0;
+      for (const c of connections) {
+        if (c.inflight.size > 0) {
+          for (;;) {
+            let cookie: bigint;
+            try {
+              cookie = c.h.aioPeekCommandCompleted();
+            } catch (err) {
+              throw connectionFailed(c, err);
+            }
+            if (cookie === 0n) break;
+            const slot = c.inflight.get(cookie);
+            const offset = slot === undefined ? 0 : shared.slotOffset(slot);
+            const length = slot === undefined ? 0 : shared.slotLength(slot);
+            try {
+              c.h.aioCommandCompleted(cookie);
+            } catch (err) {
+              throw readFailed(offset, length, errText(err));
+            }
+            if (slot === undefined) continue;
+            c.inflight.delete(cookie);
+            shared.count(COUNTER.read, length);
+            progressed = true;
+            if (zeros && lib.memcmp(slotPtr[slot], zeros, BigInt(length)) === 0) {
+              shared.count(COUNTER.zeroDetected, length);
+              if (go.initiallyZero) {
+                shared.count(COUNTER.skipped, length);
+                shared.freePush(slot);
+                continue;
+              }
+              shared.setSlot(slot, SLOT_ZERO, offset, length);
+            }
+            shared.fullPush(slot);
+            ringConsumer();
+          }
+        }
+        inflight += c.inflight.size;
+      }
+
+      if (!next && inflight === 0) break;
+      if (progressed) continue;
+      try {
+        pollHandles(connections.map((c) => c.h), bell, waitMs);
+      } catch (err) {
+        if (err instanceof HandlePollError) {
+          throw connectionFailed(connections[err.index], err.cause);
+        }
+        throw err;
+      }
+    }
+    shared.setReaderDone();
+    ringConsumer();
+  } finally {
+    if (zeros) lib.free(zeros);
+  }
+  for (const c of connections) {
+    try {
+      c.h.shutdown();
+    } catch { /* the copy is complete; a failing disconnect changes nothing */ }
+  }
+  closeAll();
+  scope.postMessage({ type: "done" });
+  scope.close();
+}

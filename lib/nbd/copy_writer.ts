@@ -1,0 +1,121 @@
+/**
+ * The copy engine's writer Worker for the built-in sinks: takes full slots off the shared
+ * queue, writes them ({@link SlotWriter}), returns them to the reader, and waits in `poll` on
+ * its doorbell (and the target's socket for an NBD sink).
+ *
+ * Loaded by {@link copyNbd}; not imported by anything else.
+ *
+ * @module
+ */
+
+import type { CPointer } from "../../ffi/nbd_handle.ts";
+import { ABORT_FAILED, CopyShared, COUNTER, Doorbell, SLOT_DATA } from "./copy_shared.ts";
+import type { Go, Stop, WorkerScope, WriterStart } from "./copy_messages.ts";
+import { HandlePollError, pollHandles } from "./poll.ts";
+import { errText, openSlotWriter, type SlotWriter } from "./sink_writers.ts";
+import { VoltError } from "../errors.ts";
+
+const scope = self as unknown as WorkerScope;
+
+class Stopped extends Error {}
+
+let start: WriterStart;
+let writer: SlotWriter | undefined;
+
+scope.onmessage = (event: MessageEvent) => {
+  const msg = event.data as WriterStart | Go | Stop;
+  if (msg.type === "start") {
+    start = msg;
+    guarded(() => {
+      writer = openSlotWriter(msg.sink, msg.size, msg.requestSize);
+      scope.postMessage({ type: "ready", initiallyZero: writer.initiallyZero });
+    });
+  } else if (msg.type === "go") {
+    guarded(() => drain(msg));
+  } else if (msg.type === "stop") {
+    writer?.close(true);
+    writer = undefined;
+    scope.postMessage({ type: "aborted" });
+    scope.close();
+  }
+};
+
+function guarded(fn: () => void): void {
+  try {
+    fn();
+  } catch (err) {
+    writer?.close(true);
+    writer = undefined;
+    if (err instanceof Stopped) {
+      scope.postMessage({ type: "aborted" });
+    } else {
+      if (start) new CopyShared(start.shared).abort(ABORT_FAILED);
+      scope.postMessage({
+        type: "error",
+        message: errText(err),
+        name: err instanceof Error ? err.name : "Error",
+      });
+    }
+    scope.close();
+  }
+}
+
+function drain(go: Go): void {
+  const w = writer!;
+  const shared = new CopyShared(start.shared);
+  const bell = new Doorbell(start.writerBell);
+  const reader = new Doorbell(start.readerBell);
+  const base = Deno.UnsafePointer.create(go.buffer)!;
+  const slotPtr: CPointer[] = [];
+  for (let i = 0; i < shared.slots; i++) {
+    slotPtr.push(i === 0 ? base : Deno.UnsafePointer.offset(base, i * start.requestSize)!);
+  }
+  const retired: number[] = [];
+  const release = (slot: number) => {
+    const length = shared.slotLength(slot);
+    shared.count(shared.slotKind(slot) === SLOT_DATA ? COUNTER.written : COUNTER.zeroed, length);
+    shared.freePush(slot);
+    reader.ring();
+  };
+
+  for (;;) {
+    if (shared.aborted()) throw new Stopped();
+    let progressed = false;
+    for (let slot = shared.fullPop(); slot >= 0; slot = shared.fullPop()) {
+      progressed = true;
+      const done = w.submit(
+        slot,
+        shared.slotKind(slot),
+        shared.slotOffset(slot),
+        shared.slotLength(slot),
+        slotPtr[slot],
+      );
+      if (done) release(slot);
+    }
+    if (w.inFlight() > 0) {
+      w.retire(retired);
+      for (const slot of retired) release(slot);
+      if (retired.length > 0) progressed = true;
+      retired.length = 0;
+    }
+    if (shared.readerDone() && shared.fullEmpty() && w.inFlight() === 0) break;
+    if (progressed) continue;
+    try {
+      pollHandles(w.handles, bell, -1);
+    } catch (err) {
+      if (err instanceof HandlePollError) {
+        const p = w.firstPending?.();
+        throw new VoltError(
+          p
+            ? `writing ${p.length} bytes at offset ${p.offset} failed: ${errText(err.cause)}`
+            : `writing failed: ${errText(err.cause)}`,
+        );
+      }
+      throw err;
+    }
+  }
+  w.finish();
+  writer = undefined;
+  scope.postMessage({ type: "done" });
+  scope.close();
+}
