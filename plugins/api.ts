@@ -133,6 +133,56 @@ export interface ListFilter {
   content?: ContentType[];
 }
 
+/**
+ * One snapshot of a volume, or `current` (the volume itself), as
+ * {@link StoragePlugin.volumeSnapshotList} returns it.
+ */
+export interface SnapshotInfo {
+  /** Snapshot name; `current` for the volume itself. */
+  name: string;
+  /** Position: 1 is the oldest snapshot; `current` comes last. */
+  order: number;
+  /** Local path of the file holding it (for internal snapshots: the volume's file). */
+  file?: string;
+  /** Volume id of that file (`local:100/snap-s1-vm-100-disk-0.qcow2` for a chain). */
+  volid?: string;
+  /** The snapshot it is based on (chains only). */
+  parent?: string;
+  /** The snapshot or `current` based on it (chains only). */
+  child?: string;
+  /** Virtual size in bytes, when known. */
+  size?: number;
+  /** Creation time, seconds since the epoch (absent for `current`). */
+  ctime?: number;
+}
+
+/** Something {@link StoragePlugin.volumeCheck} found. */
+export interface VolumeCheckProblem {
+  /** `error`: needs repair before snapshot operations continue; `warning`: informational. */
+  severity: "error" | "warning";
+  /** Stable key, e.g. `unfinished-delete`, `leftover-link`, `leaked-clusters`, `bad-chain`. */
+  code: string;
+  /** The file concerned, relative to the volume's directory. */
+  file?: string;
+  /** One line for the user. */
+  message: string;
+  /** What a repair does about it; absent when volt leaves it alone. */
+  repair?: string;
+  /** With `repair`: whether it was repaired. */
+  repaired?: boolean;
+  /** Why the repair failed. */
+  repairError?: string;
+}
+
+/** The result of {@link StoragePlugin.volumeCheck}. */
+export interface VolumeCheckReport {
+  volid: string;
+  /** No error is left (after repairing, when asked to). */
+  ok: boolean;
+  /** In the order found; with a repair, the repaired ones first. */
+  problems: VolumeCheckProblem[];
+}
+
 /** Where a plugin writes messages meant for the user (stderr in the CLI). */
 export type LogFunction = (level: "info" | "warn" | "err", message: string) => void;
 
@@ -184,6 +234,31 @@ export interface StoragePlugin {
   volumeSizeInfo(storage: Storage, volname: string): Promise<VolumeSize>;
   /** Called once when volt no longer needs the storage in this process (optional). */
   deactivateStorage?(storage: Storage): Promise<void>;
+
+  /**
+   * Takes snapshot `snap` of a volume that no VM is using (optional: "snapshots" are not
+   * supported without it). Names are `[A-Za-z][A-Za-z0-9_-]*`, at most 40 characters, not
+   * `current` or `pending`. Holds the volume's lock; a failure leaves the volume as it was.
+   */
+  volumeSnapshot?(storage: Storage, volname: string, snap: string): Promise<void>;
+  /**
+   * Rolls a volume back to `snap`. A storage that keeps snapshots as volume chains only
+   * allows the most recent one, and its error names the newer snapshots.
+   */
+  volumeSnapshotRollback?(storage: Storage, volname: string, snap: string): Promise<void>;
+  /** Deletes snapshot `snap`; the volume and the other snapshots read exactly as before. */
+  volumeSnapshotDelete?(storage: Storage, volname: string, snap: string): Promise<void>;
+  /** The snapshots of a volume, oldest first, then `current`. */
+  volumeSnapshotList?(storage: Storage, volname: string): Promise<SnapshotInfo[]>;
+  /**
+   * Checks a volume for interrupted snapshot operations and damaged images; with
+   * `repair`, finishes or undoes what was interrupted. Holds the volume's lock.
+   */
+  volumeCheck?(
+    storage: Storage,
+    volname: string,
+    options: { repair?: boolean },
+  ): Promise<VolumeCheckReport>;
 }
 
 /** The members every plugin must define, with their `typeof`. */

@@ -9,9 +9,11 @@
 import type {
   ListFilter,
   OptionSchema,
+  SnapshotInfo,
   Storage,
   StoragePlugin,
   StorageStatus,
+  VolumeCheckReport,
   VolumeInfo,
   VolumeSize,
 } from "./api.ts";
@@ -28,6 +30,15 @@ import {
   parseDirVolname,
 } from "../lib/storage/dir_volname.ts";
 import { allocatedBytes, imageSize } from "../lib/storage/image_size.ts";
+import {
+  checkSnapshotVolume,
+  createSnapshot,
+  deleteSnapshot,
+  freeSnapshotVolume,
+  listSnapshots,
+  rollbackSnapshot,
+  type SnapshotVolume,
+} from "../lib/snapshots/volume_snapshots.ts";
 
 /** Options of a directory storage (beyond content, disable, shared, nodes). */
 export const DIR_OPTIONS: Readonly<Record<string, OptionSchema>> = {
@@ -122,6 +133,28 @@ function preallocation(storage: Storage, format: string): string | undefined {
   if (format === "qcow2") return p;
   if (format === "raw") return p === "metadata" ? "off" : p;
   return undefined;
+}
+
+/**
+ * A disk image as the snapshot code sees it: its directory, file, and how this storage keeps
+ * snapshots (`snapshot-as-volume-chain`) and preallocates overlays.
+ */
+function snapshotVolume(storage: Storage, volname: string): SnapshotVolume {
+  const v = parseDirVolname(volname);
+  if (v.vtype !== "images") {
+    throw new VoltError(`volume '${storage.id}:${volname}': only disk images have snapshots`);
+  }
+  const path = volumePath(storage, volname);
+  return {
+    volid: `${storage.id}:${volname}`,
+    storeid: storage.id,
+    root: root(storage),
+    dir: path.slice(0, path.lastIndexOf("/")),
+    volfile: v.name,
+    format: v.format,
+    chain: optionFlag(storage, "snapshot-as-volume-chain", false),
+    preallocation: preallocation(storage, "qcow2"),
+  };
 }
 
 /** Next free `vm-<vmid>-disk-<n>` (or `subvol-…`) name in the guest's image directory. */
@@ -271,8 +304,37 @@ export const plugin: StoragePlugin = {
       if (!(await exists(path))) {
         throw new VoltError(`volume '${storage.id}:${volname}' does not exist`);
       }
+      if (v.format === "qcow2") {
+        // Under the volume's lock; with chains, every snapshot file goes too.
+        await freeSnapshotVolume(snapshotVolume(storage, volname));
+        return;
+      }
       await Deno.remove(path, { recursive: v.format === "subvol" });
     });
+  },
+
+  volumeSnapshot(storage: Storage, volname: string, snap: string): Promise<void> {
+    return createSnapshot(snapshotVolume(storage, volname), snap);
+  },
+
+  volumeSnapshotRollback(storage: Storage, volname: string, snap: string): Promise<void> {
+    return rollbackSnapshot(snapshotVolume(storage, volname), snap);
+  },
+
+  volumeSnapshotDelete(storage: Storage, volname: string, snap: string): Promise<void> {
+    return deleteSnapshot(snapshotVolume(storage, volname), snap);
+  },
+
+  volumeSnapshotList(storage: Storage, volname: string): Promise<SnapshotInfo[]> {
+    return listSnapshots(snapshotVolume(storage, volname));
+  },
+
+  volumeCheck(
+    storage: Storage,
+    volname: string,
+    options: { repair?: boolean },
+  ): Promise<VolumeCheckReport> {
+    return checkSnapshotVolume(snapshotVolume(storage, volname), options);
   },
 
   async listVolumes(storage: Storage, filter: ListFilter): Promise<VolumeInfo[]> {
