@@ -7,13 +7,18 @@
 
 import type { CommandSpec } from "../cli/command.ts";
 import { allocCommand } from "./alloc.ts";
+import { checkCommand } from "./check.ts";
 import { addCommand, configShowCommand, removeCommand, setCommand } from "./config.ts";
+import { delSnapshotCommand } from "./delsnapshot.ts";
 import { freeCommand } from "./free.ts";
 import { infoCommand } from "./info.ts";
 import { listCommand } from "./list.ts";
 import { nbdCopyCommand, nbdMapCommand } from "./nbd.ts";
 import { pathCommand } from "./path.ts";
 import { pluginsCommand } from "./plugins.ts";
+import { rollbackCommand } from "./rollback.ts";
+import { snapshotCommand } from "./snapshot.ts";
+import { snapshotsCommand } from "./snapshots.ts";
 import { statusCommand } from "./status.ts";
 
 /** Every command volt knows. */
@@ -24,6 +29,11 @@ export const COMMANDS: CommandSpec[] = [
   freeCommand,
   pathCommand,
   infoCommand,
+  snapshotsCommand,
+  snapshotCommand,
+  rollbackCommand,
+  delSnapshotCommand,
+  checkCommand,
   pluginsCommand,
   configShowCommand,
   addCommand,

@@ -24,12 +24,7 @@
 import type { VolumeCheckProblem, VolumeCheckReport } from "../../plugins/api.ts";
 import { errorLine } from "../errors.ts";
 import { readQcow2Header } from "../qcow2/header.ts";
-import {
-  type ChainFile,
-  readChain,
-  scanDirectory,
-  type SnapshotVolume,
-} from "./chain.ts";
+import { type ChainFile, readChain, scanDirectory, type SnapshotVolume } from "./chain.ts";
 import { lstatOrUndefined, removeFile, restoreTimes, syncDir } from "./fs_steps.ts";
 import { backingChainInfo, checkImage } from "./qemu_img.ts";
 import { finishDelete, withSnapshotLock } from "./volume_chain.ts";

@@ -73,8 +73,8 @@ import {
   sameFile,
   scanVolume,
   type SnapshotVolume,
-  type VolumeScan,
   volumeFile,
+  type VolumeScan,
   volumeWhat,
 } from "./chain.ts";
 import {

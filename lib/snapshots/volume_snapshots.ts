@@ -10,7 +10,7 @@
 import type { SnapshotInfo, VolumeCheckReport } from "../../plugins/api.ts";
 import { VoltError } from "../errors.ts";
 import { scanVolume, type SnapshotVolume, volumeFile, volumeWhat } from "./chain.ts";
-import { checkVolume, type CheckOptions } from "./check.ts";
+import { type CheckOptions, checkVolume } from "./check.ts";
 import { removeFile, syncDir } from "./fs_steps.ts";
 import {
   createInternalSnapshot,
