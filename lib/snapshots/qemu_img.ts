@@ -167,7 +167,8 @@ export async function internalSnapshot(
   name: string,
 ): Promise<void> {
   const flag = { create: "-c", apply: "-a", delete: "-d" }[action];
-  await run("qemu-img", ["snapshot", "-q", "-f", "qcow2", flag, name, path]);
+  // `qemu-img snapshot` has no -f: the format is probed, and the caller has read the qcow2 header.
+  await run("qemu-img", ["snapshot", "-q", flag, name, path]);
 }
 
 function parseJson(text: string, what: string): unknown {
