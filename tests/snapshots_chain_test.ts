@@ -247,3 +247,21 @@ Deno.test("an operation gives up cleanly when the volume's lock stays taken", as
   assert.deepEqual(env.listDir(), [`.${V}.lock`, V]);
   await env.ok(["snapshot", volid, "s1"]);
 });
+
+Deno.test("operations on a volume that does not exist fail in one line and leave nothing", async () => {
+  await using env = new SnapshotEnv();
+  await env.ok(["alloc", "st", "100", V, "1M"]);
+  for (
+    const args of [
+      ["snapshot", "st:100/vm-100-disk-5.qcow2", "s1"],
+      ["rollback", "st:100/vm-100-disk-5.qcow2", "s1"],
+      ["delsnapshot", "st:100/vm-100-disk-5.qcow2", "s1"],
+      ["snapshots", "st:100/vm-100-disk-5.qcow2"],
+      ["check", "st:100/vm-100-disk-5.qcow2"],
+      ["snapshot", "st:999/vm-999-disk-0.qcow2", "s1"],
+    ]
+  ) {
+    await env.fails(args, /volume 'st:\d+\/vm-\d+-disk-\d\.qcow2' does not exist/);
+  }
+  assert.deepEqual(env.listDir(), [V]);
+});

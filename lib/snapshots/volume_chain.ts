@@ -95,12 +95,28 @@ import {
 } from "./qemu_img.ts";
 import { type VolumeLock, withVolumeLock } from "./volume_lock.ts";
 
-/** Runs `fn` holding the volume's lock. */
-export function withSnapshotLock<T>(
+/**
+ * Runs `fn` holding the volume's lock. A volume that does not exist (or was freed while this
+ * waited) is refused without leaving a lock file behind.
+ */
+export async function withSnapshotLock<T>(
   vol: SnapshotVolume,
   fn: (lock: VolumeLock) => Promise<T>,
 ): Promise<T> {
-  return withVolumeLock(volumeFile(vol, lockFileName(vol.volfile)), volumeWhat(vol), fn);
+  const path = volumeFile(vol, vol.volfile);
+  const missing = () => new VoltError(`${volumeWhat(vol)} does not exist`);
+  if (!(await lstatOrUndefined(path))) throw missing();
+  return await withVolumeLock(
+    volumeFile(vol, lockFileName(vol.volfile)),
+    volumeWhat(vol),
+    async (lock) => {
+      if (!(await lstatOrUndefined(path))) {
+        await lock.discard();
+        throw missing();
+      }
+      return await fn(lock);
+    },
+  );
 }
 
 const OPERATION_WORDS = { snapshot: "snapshot", rollback: "rollback to", delete: "deletion of" };
