@@ -160,7 +160,7 @@ export interface SnapshotInfo {
 export interface VolumeCheckProblem {
   /** `error`: needs repair before snapshot operations continue; `warning`: informational. */
   severity: "error" | "warning";
-  /** Stable key, e.g. `unfinished-delete`, `leftover-link`, `leaked-clusters`, `bad-chain`. */
+  /** Stable key, e.g. `unfinished-delete`, `leftover-link`, `leaked-clusters`, `unsafe-chain`. */
   code: string;
   /** The file concerned, relative to the volume's directory. */
   file?: string;

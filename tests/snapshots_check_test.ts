@@ -153,3 +153,24 @@ Deno.test("another volume's snapshots are not taken for this volume's", async ()
   assert.deepEqual(env.listDir(), [`.${other}.lock`, `snap-a-${other}`, other]);
   assert.deepEqual(await snapshotNames(env, `st:100/${other}`), ["a", "current"]);
 });
+
+Deno.test("a broken chain is reported, and volt free still removes the volume", async () => {
+  await using env = new SnapshotEnv();
+  const { volid } = await twoSnapshotChain(env);
+  Deno.removeSync(env.file(S1)); // s2's backing file is gone.
+  const found = await check(env, volid, true);
+  assert.equal(found.ok, false);
+  assert.deepEqual(found.problems.map((p) => p.code), ["broken-chain"]);
+  assert.match(found.problems[0].message, /backing file 'snap-s1-.*' of 'snap-s2-.*' is missing/);
+  await env.fails(["snapshot", volid, "s3"], /is missing: the chain is broken/);
+  await env.ok(["free", volid]);
+  assert.deepEqual(env.listDir(), []);
+
+  // A volume whose file is not qcow2 at all (a corrupt header) can be freed too.
+  await env.ok(["alloc", "st", "100", V, "1M"]);
+  await env.ok(["snapshot", volid, "s1"]);
+  Deno.writeFileSync(env.file(V), new Uint8Array(4096));
+  await env.fails(["snapshots", volid], /not a valid qcow2 image/);
+  await env.ok(["free", volid]);
+  assert.deepEqual(env.listDir(), []);
+});

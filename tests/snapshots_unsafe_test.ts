@@ -110,7 +110,7 @@ for (const setup of SETUPS) {
       assert.equal(r.code, 1, r.stderr);
       const report = JSON.parse(r.stdout);
       assert.equal(report.ok, false);
-      assert.equal(report.problems[0].code, "bad-chain");
+      assert.equal(report.problems[0].code, "unsafe-chain");
       assert.match(report.problems[0].message, setup.message);
     }
     // Nothing changed, apart from the volume's lock file.

@@ -59,6 +59,19 @@ export interface Chain {
 
 const MAX_DEPTH = 1000;
 
+/**
+ * Why {@link readChain} refused a chain: `unsafe` (a link that could reach outside the storage:
+ * nothing may touch it) or `broken` (a file missing, unreadable or not qcow2).
+ */
+export class ChainError extends VoltError {
+  readonly kind: "unsafe" | "broken";
+  constructor(kind: "unsafe" | "broken", message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ChainError";
+    this.kind = kind;
+  }
+}
+
 /** The path of a file in the volume's directory. */
 export function volumeFile(vol: SnapshotVolume, file: string): string {
   return `${vol.dir}/${file}`;
@@ -70,10 +83,10 @@ export function volumeWhat(vol: SnapshotVolume): string {
 }
 
 /**
- * Reads the chain from the volume's file down to the file without a backing file. Refuses
- * (with a {@link VoltError} naming the file) a missing volume, a symlink, a file that is not
- * qcow2, a backing file that is missing, a protocol or `json:` name, an external data file, a
- * backing file that resolves outside the storage, and a loop.
+ * Reads the chain from the volume's file down to the file without a backing file. Refuses,
+ * with a {@link ChainError} naming the file, as `unsafe`: a symlink, a protocol or `json:`
+ * name, an external data file, a backing file that resolves outside the storage, a loop; as
+ * `broken`: a missing volume or backing file, a file that is not qcow2.
  */
 export async function readChain(vol: SnapshotVolume): Promise<Chain> {
   const what = volumeWhat(vol);
@@ -88,23 +101,43 @@ export async function readChain(vol: SnapshotVolume): Promise<Chain> {
       stat = await Deno.lstat(path);
     } catch (err) {
       if (!(err instanceof Deno.errors.NotFound)) throw err;
-      if (child === undefined) throw new VoltError(`${what} does not exist`);
-      throw new VoltError(
+      if (child === undefined) throw new ChainError("broken", `${what} does not exist`);
+      throw new ChainError(
+        "broken",
         `${what}: backing file '${file}' of '${child}' is missing: the chain is broken`,
       );
     }
-    assertInside(vol.root, path, what);
-    if (stat.isSymlink) {
-      throw new VoltError(`${what}: '${file}' in the chain is a symbolic link: refusing it`);
+    try {
+      assertInside(vol.root, path, what);
+    } catch (err) {
+      throw new ChainError("unsafe", (err as Error).message);
     }
-    if (!stat.isFile) throw new VoltError(`${what}: '${file}' in the chain is not a regular file`);
+    if (stat.isSymlink) {
+      throw new ChainError(
+        "unsafe",
+        `${what}: '${file}' in the chain is a symbolic link: refusing it`,
+      );
+    }
+    if (!stat.isFile) {
+      throw new ChainError("broken", `${what}: '${file}' in the chain is not a regular file`);
+    }
     const key = `${stat.dev}:${stat.ino}`;
     if (seen.has(key) || files.length >= MAX_DEPTH) {
-      throw new VoltError(`${what}: the backing chain loops back to '${file}'`);
+      throw new ChainError("unsafe", `${what}: the backing chain loops back to '${file}'`);
     }
     seen.add(key);
-    const backing = await checkQcow2Links(path, vol.root, `${what}: '${file}'`);
-    const header = await readQcow2Header(path);
+    let header;
+    try {
+      header = await readQcow2Header(path);
+    } catch (err) {
+      throw new ChainError("broken", `${what}: ${(err as Error).message}`);
+    }
+    let backing: string | undefined;
+    try {
+      backing = await checkQcow2Links(path, vol.root, `${what}: '${file}'`);
+    } catch (err) {
+      throw new ChainError("unsafe", (err as Error).message);
+    }
     const inDir = path.slice(0, path.lastIndexOf("/")) === vol.dir;
     files.push({
       file,
@@ -116,7 +149,8 @@ export async function readChain(vol: SnapshotVolume): Promise<Chain> {
     });
     if (backing === undefined) break;
     if (header.backingFormat !== undefined && header.backingFormat !== "qcow2") {
-      throw new VoltError(
+      throw new ChainError(
+        "broken",
         `${what}: backing file '${backing}' of '${file}' has format '${header.backingFormat}': ` +
           "volume chains are qcow2 only",
       );

@@ -24,7 +24,13 @@
 import type { VolumeCheckProblem, VolumeCheckReport } from "../../plugins/api.ts";
 import { errorLine } from "../errors.ts";
 import { readQcow2Header } from "../qcow2/header.ts";
-import { type ChainFile, readChain, scanDirectory, type SnapshotVolume } from "./chain.ts";
+import {
+  ChainError,
+  type ChainFile,
+  readChain,
+  scanDirectory,
+  type SnapshotVolume,
+} from "./chain.ts";
 import { lstatOrUndefined, removeFile, restoreTimes, syncDir } from "./fs_steps.ts";
 import { backingChainInfo, checkImage } from "./qemu_img.ts";
 import { finishDelete, withSnapshotLock } from "./volume_chain.ts";
@@ -96,7 +102,8 @@ async function diagnose(
     chain = await readChain(vol);
   } catch (err) {
     const { temps } = await scanDirectory(vol, undefined).catch(() => ({ temps: [] }));
-    problems.push({ severity: "error", code: "bad-chain", message: errorLine(err) });
+    const code = err instanceof ChainError ? `${err.kind}-chain` : "bad-chain";
+    problems.push({ severity: "error", code, message: errorLine(err) });
     for (const t of temps) {
       problems.push({
         severity: "error",

@@ -9,7 +9,15 @@
 
 import type { SnapshotInfo, VolumeCheckReport } from "../../plugins/api.ts";
 import { VoltError } from "../errors.ts";
-import { scanVolume, type SnapshotVolume, volumeFile, volumeWhat } from "./chain.ts";
+import {
+  type Chain,
+  ChainError,
+  readChain,
+  scanDirectory,
+  type SnapshotVolume,
+  volumeFile,
+  volumeWhat,
+} from "./chain.ts";
 import { type CheckOptions, checkVolume } from "./check.ts";
 import { removeFile, syncDir } from "./fs_steps.ts";
 import {
@@ -90,24 +98,33 @@ export async function checkSnapshotVolume(
 
 /**
  * Removes a qcow2 volume under its lock. For a chain: the volume's file first (so that it is
- * gone at once), then its snapshot files, volt's temporary files and the lock file; a chain
- * that `readChain` refuses (a backing file outside the storage…) is refused here too, and
- * files of the chain that are not this volume's snapshots are left alone. Without chains:
+ * gone at once), then its snapshot files, volt's temporary files and the lock file; an unsafe
+ * chain (a backing file outside the storage…) is refused, a broken one (a file missing or not
+ * qcow2) is freed by name, and files of the chain that are not this volume's snapshots are
+ * left alone. Without chains:
  * the file and the lock file. Returns the file names removed.
  */
 export function freeSnapshotVolume(vol: SnapshotVolume): Promise<string[]> {
   return withSnapshotLock(vol, async (lock) => {
-    let paths = [volumeFile(vol, vol.volfile)];
+    const paths = [volumeFile(vol, vol.volfile)];
     if (vol.chain) {
-      const scan = await scanVolume(vol);
-      const ours = scan.chain.files.filter((f) =>
-        f.snap !== undefined && f.path.slice(0, f.path.lastIndexOf("/")) === vol.dir
+      let chain: Chain | undefined;
+      try {
+        chain = await readChain(vol);
+      } catch (err) {
+        // A broken or corrupt volume can still be freed; an unsafe chain is not touched.
+        if (!(err instanceof ChainError && err.kind === "broken")) throw err;
+      }
+      const { temps, strays } = await scanDirectory(vol, chain);
+      const ours = (chain?.files ?? []).filter((f) =>
+        f.snap !== undefined && f.snap !== "current" &&
+        f.path.slice(0, f.path.lastIndexOf("/")) === vol.dir
       );
-      paths = [
+      paths.push(
         ...ours.map((f) => f.path),
-        ...scan.temps.map((t) => t.path),
-        ...scan.strays.map((s) => s.path),
-      ];
+        ...temps.map((t) => t.path),
+        ...strays.map((s) => s.path),
+      );
     }
     const removed: string[] = [];
     for (const p of paths) {
