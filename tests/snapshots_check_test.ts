@@ -174,3 +174,38 @@ Deno.test("a broken chain is reported, and volt free still removes the volume", 
   await env.ok(["free", volid]);
   assert.deepEqual(env.listDir(), []);
 });
+
+/** Drops the L2 entry of guest cluster 0 of a qcow2 file: its data cluster leaks. */
+function leakFirstCluster(path: string): void {
+  using f = Deno.openSync(path, { read: true, write: true });
+  const read = (offset: number, length: number) => {
+    const buf = new Uint8Array(length);
+    f.seekSync(offset, Deno.SeekMode.Start);
+    assert.equal(f.readSync(buf), length);
+    return new DataView(buf.buffer);
+  };
+  const l1 = Number(read(40, 8).getBigUint64(0));
+  const l2 = Number(read(l1, 8).getBigUint64(0) & 0x00fffffffffffe00n);
+  assert.ok(l2 > 0, "cluster 0 has an L2 table");
+  f.seekSync(l2, Deno.SeekMode.Start);
+  f.writeSync(new Uint8Array(8));
+}
+
+Deno.test("leaked clusters are a warning, freed by --repair", async () => {
+  await using env = new SnapshotEnv({ preallocation: "off" });
+  await env.ok(["alloc", "st", "100", V, "16M"]);
+  const volid = `st:100/${V}`;
+  await sh("qemu-io", ["-c", "write -P 0x61 0 64k", env.file(V)]);
+  await env.ok(["snapshot", volid, "s1"]);
+  leakFirstCluster(env.file(S1));
+  const found = await check(env, volid);
+  assert.equal(found.ok, true);
+  assert.deepEqual(found.problems.map((p) => [p.code, p.severity]), [[
+    "leaked-clusters",
+    "warning",
+  ]]);
+  const fixed = await check(env, volid, true);
+  assert.deepEqual(fixed.problems.map((p) => [p.code, p.repaired]), [["leaked-clusters", true]]);
+  assert.deepEqual((await check(env, volid)).problems, []);
+  await assertAllImagesClean(env.dir());
+});
