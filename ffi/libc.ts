@@ -30,6 +30,20 @@ export const LIBC_SYMBOLS = {
   fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
   // int fdatasync (int fd);
   fdatasync: { parameters: ["i32"], result: "i32" },
+  // pwrite and fdatasync again, run on Deno's blocking thread pool: the call returns a promise
+  // (errno is that thread's: repeat a failed call synchronously to learn it).
+  pwrite_nonblocking: {
+    name: "pwrite",
+    parameters: ["i32", "pointer", "usize", "i64"],
+    result: "isize",
+    nonblocking: true,
+  },
+  fdatasync_nonblocking: {
+    name: "fdatasync",
+    parameters: ["i32"],
+    result: "i32",
+    nonblocking: true,
+  },
   // int sync_file_range (int fd, off64_t offset, off64_t nbytes, unsigned int flags);
   sync_file_range: { parameters: ["i32", "i64", "i64", "u32"], result: "i32" },
   // int posix_fadvise (int fd, off_t offset, off_t len, int advice);
