@@ -507,6 +507,14 @@ Deno.test("abort removes the file, also after writes; the writer refuses calls a
   } // disposed unfinished: removed
   await assert.rejects(Deno.stat(tmp.join("c.qcow2")), Deno.errors.NotFound);
 
+  // Aborted synchronously while an asynchronous write is queued: that write and finish fail.
+  const e = await Qcow2Writer.create(tmp.join("e.qcow2"), { size: 4 * MiB });
+  const queued = e.writeData(0, new Uint8Array(MiB));
+  e.abortSync();
+  await assert.rejects(queued, /aborted/);
+  await assert.rejects(e.finish(), /aborted/);
+  await assert.rejects(Deno.stat(tmp.join("e.qcow2")), Deno.errors.NotFound);
+
   const d = await Qcow2Writer.create(tmp.join("d.qcow2"), { size: MiB });
   await d.finish();
   await d.abort(); // after finish: the image stays

@@ -22,6 +22,7 @@
 import { VoltError } from "../errors.ts";
 import { ClusterMap, MAX_HOST_CLUSTER, UNALLOCATED, ZERO } from "./cluster_map.ts";
 import { encodeQcow2Header } from "./header.ts";
+import { ImageFile } from "./image_file.ts";
 import { ENTRY, type Qcow2Geometry, qcow2Geometry, refcountLayout } from "./layout.ts";
 import { PartialCluster } from "./partial_cluster.ts";
 
@@ -70,6 +71,8 @@ interface FileWrite {
 
 /** Largest buffer `finish()` assembles metadata in before writing it. */
 const METADATA_BATCH = 4 * 1024 * 1024;
+/** With `sync`, writeback of written data is started every this many bytes. */
+const WRITEBACK_CHUNK = 16 * 1024 * 1024;
 
 /**
  * Writes a new qcow2 v3 image. Each guest cluster should be written at most once (a second
@@ -110,8 +113,9 @@ export class Qcow2Writer {
 
   readonly #geometry: Qcow2Geometry;
   readonly #sync: boolean;
-  #file: Deno.FsFile | undefined;
-  #pos = 0;
+  #file: ImageFile | undefined;
+  #written = 0; // file offset up to which data was written (high-water mark)
+  #writebackFrom = 0; // file offset from which writeback has not been started
   #state: "open" | "finished" | "aborted" | "failed" = "open";
   #failure: unknown;
   #tail: Promise<void> = Promise.resolve();
@@ -130,7 +134,7 @@ export class Qcow2Writer {
 
   private constructor(
     path: string,
-    file: Deno.FsFile,
+    file: ImageFile,
     geometry: Qcow2Geometry,
     options: Qcow2WriterOptions,
   ) {
@@ -155,26 +159,18 @@ export class Qcow2Writer {
    * Creates the file (it must not exist) and returns a writer for it. Throws `RangeError` for
    * an invalid size, cluster size or backing name, `VoltError` when the file cannot be created.
    */
-  static async create(path: string, options: Qcow2WriterOptions): Promise<Qcow2Writer> {
-    const geometry = prepare(options);
-    let file: Deno.FsFile;
+  static create(path: string, options: Qcow2WriterOptions): Promise<Qcow2Writer> {
     try {
-      file = await Deno.open(path, openOptions(options));
+      return Promise.resolve(Qcow2Writer.createSync(path, options));
     } catch (err) {
-      throw createFailed(path, err);
+      return Promise.reject(err);
     }
-    return new Qcow2Writer(path, file, geometry, options);
   }
 
   /** {@link Qcow2Writer.create}, synchronously. */
   static createSync(path: string, options: Qcow2WriterOptions): Qcow2Writer {
     const geometry = prepare(options);
-    let file: Deno.FsFile;
-    try {
-      file = Deno.openSync(path, openOptions(options));
-    } catch (err) {
-      throw createFailed(path, err);
-    }
+    const file = ImageFile.create(path, options.mode ?? 0o644);
     return new Qcow2Writer(path, file, geometry, options);
   }
 
@@ -260,19 +256,20 @@ export class Qcow2Writer {
     this.abortSync();
   }
 
-  /** {@link Qcow2Writer.abort}, synchronously (does not wait for a write in flight). */
+  /**
+   * {@link Qcow2Writer.abort}, synchronously. The file is removed at once; with an
+   * asynchronous write in flight, its descriptor is closed when that write returns.
+   */
   abortSync(_reason?: unknown): void {
     if (this.#state === "finished" || this.#state === "aborted") return;
     this.#state = "aborted";
-    try {
-      this.#file?.close();
-    } catch { /* already closed */ }
-    this.#file = undefined;
     this.#partials.clear();
     try {
       Deno.removeSync(this.path);
     } catch (err) {
       if (!(err instanceof Deno.errors.NotFound)) throw err;
+    } finally {
+      if (this.#pending === 0) this.#closeFile();
     }
   }
 
@@ -541,7 +538,7 @@ export class Qcow2Writer {
       } catch (err) {
         throw this.#fail(err);
       } finally {
-        this.#pending--;
+        if (--this.#pending === 0 && this.#state === "aborted") this.#closeFile();
       }
     };
     const p = this.#tail.then(run);
@@ -552,7 +549,6 @@ export class Qcow2Writer {
   /** Marks the writer failed on an I/O error; usage errors leave it usable. */
   #fail(err: unknown): unknown {
     if (err instanceof RangeError || this.#state !== "open") return err;
-    if (err instanceof Deno.errors.BadResource && this.#file === undefined) return err;
     this.#state = "failed";
     this.#failure = err;
     if (err instanceof VoltError) return err;
@@ -561,37 +557,47 @@ export class Qcow2Writer {
   }
 
   #writeAtSync(w: FileWrite): void {
-    const file = this.#file!;
-    if (this.#pos !== w.pos) file.seekSync(w.pos, Deno.SeekMode.Start);
-    this.#pos = -1;
-    for (let done = 0; done < w.data.length;) done += file.writeSync(w.data.subarray(done));
-    this.#pos = w.pos + w.data.length;
-    this.#bytesWritten += w.data.length;
+    this.#file!.writeSync(w.data, w.pos);
+    this.#wrote(w);
   }
 
   async #writeAt(w: FileWrite): Promise<void> {
-    const file = this.#file!;
-    if (this.#pos !== w.pos) await file.seek(w.pos, Deno.SeekMode.Start);
-    this.#pos = -1;
-    for (let done = 0; done < w.data.length;) done += await file.write(w.data.subarray(done));
-    this.#pos = w.pos + w.data.length;
+    await this.#file!.write(w.data, w.pos);
+    this.#wrote(w);
+  }
+
+  /** Counts a write; with `sync`, starts writeback of each new stretch of the file. */
+  #wrote(w: FileWrite): void {
     this.#bytesWritten += w.data.length;
+    this.#written = Math.max(this.#written, w.pos + w.data.length);
+    if (this.#sync && this.#written - this.#writebackFrom >= WRITEBACK_CHUNK) {
+      this.#file!.startWriteback(this.#writebackFrom, this.#written - this.#writebackFrom);
+      this.#writebackFrom = this.#written;
+    }
   }
 
   #closeSync(): void {
-    const file = this.#file!;
-    if (this.#sync) file.syncDataSync();
-    file.close();
+    if (this.#sync) this.#file!.syncSync();
+    this.#finished();
+  }
+
+  async #closeAsync(): Promise<void> {
+    if (this.#sync) await this.#file!.sync();
+    this.#finished();
+  }
+
+  #finished(): void {
+    this.#checkOpen(); // aborted meanwhile: the file is gone, finish() fails
+    this.#file!.close();
     this.#file = undefined;
     this.#state = "finished";
   }
 
-  async #closeAsync(): Promise<void> {
-    const file = this.#file!;
-    if (this.#sync) await file.syncData();
-    file.close();
+  #closeFile(): void {
+    try {
+      this.#file?.close();
+    } catch { /* closing after a failure: nothing more to do */ }
     this.#file = undefined;
-    this.#state = "finished";
   }
 }
 
@@ -658,18 +664,6 @@ function prepare(options: Qcow2WriterOptions): Qcow2Geometry {
     backingFormat,
   });
   return geometry;
-}
-
-function openOptions(options: Qcow2WriterOptions): Deno.OpenOptions {
-  return { write: true, createNew: true, mode: options.mode ?? 0o644 };
-}
-
-function createFailed(path: string, err: unknown): VoltError {
-  if (err instanceof Deno.errors.AlreadyExists) {
-    return new VoltError(`${path} already exists: the qcow2 writer only creates new images`);
-  }
-  const msg = err instanceof Error ? err.message : String(err);
-  return new VoltError(`cannot create qcow2 image ${path}: ${msg}`, { cause: err });
 }
 
 /** One refcount block with every entry 1 (16-bit big-endian). */
