@@ -187,6 +187,70 @@ export interface VolumeCheckReport {
 export type LogFunction = (level: "info" | "warn" | "err", message: string) => void;
 
 /**
+ * A piece of an import stream: bytes, or a run of zero bytes the reader already knows to be
+ * zero (a hole in a sparse source), which an importer can skip instead of writing.
+ */
+export type StreamChunk = { data: Uint8Array } | { zeros: number };
+
+/**
+ * Where {@link StoragePlugin.volumeExport} writes its stream: stdout, a file, or the
+ * in-process channel of `volt migrate`. Byte layouts of every format: `docs/formats.md`.
+ * Implementations in `lib/streams/` pick the cheapest way per destination (`splice` into a
+ * pipe, holes in a file).
+ */
+export interface StreamSink {
+  /** Appends bytes; the caller may reuse `bytes` once the promise resolves. */
+  write(bytes: Uint8Array): Promise<void>;
+  /** Appends `length` zero bytes (a hole of the source). */
+  writeZeros(length: number): Promise<void>;
+  /**
+   * Appends `length` bytes of the open file `fd` (a libc descriptor, see
+   * `lib/streams/fd.ts`) starting at `offset`, without changing the descriptor's offset.
+   */
+  writeRange(fd: number, offset: number, length: number): Promise<void>;
+  /**
+   * 1 when the sink is this process's stdout, so a child process (tar) may write the rest of
+   * the stream into it directly; undefined otherwise.
+   */
+  readonly fd?: number;
+}
+
+/** Where {@link StoragePlugin.volumeImport} reads its stream: stdin, a file, or a channel. */
+export interface StreamSource {
+  /** Reads exactly `length` bytes, fewer only when the stream ends first. */
+  readExact(length: number): Promise<Uint8Array>;
+  /**
+   * The rest of the stream. A `data` chunk is only valid until the next chunk is requested.
+   */
+  chunks(): AsyncIterable<StreamChunk>;
+  /**
+   * 0 when the rest of the stream can be read straight from this process's stdin (nothing
+   * was read ahead), so a child process (tar) may take it over; undefined otherwise.
+   */
+  readonly fd?: number;
+}
+
+/** Options of {@link StoragePlugin.volumeExport} and {@link StoragePlugin.volumeExportFormats}. */
+export interface VolumeExportOptions {
+  /** Carry the volume's snapshots (qcow2/vmdk files as they are). */
+  withSnapshots?: boolean;
+  /** Fires on SIGINT/SIGTERM: stop and throw. */
+  signal?: AbortSignal;
+  log?: LogFunction;
+}
+
+/** Options of {@link StoragePlugin.volumeImport} and {@link StoragePlugin.volumeImportFormats}. */
+export interface VolumeImportOptions {
+  /** The stream carries snapshots (qcow2/vmdk files as they are). */
+  withSnapshots?: boolean;
+  /** When the target name is taken, import into the next free disk name (images, rootdir). */
+  allowRename?: boolean;
+  /** Fires on SIGINT/SIGTERM: free what was allocated and throw. */
+  signal?: AbortSignal;
+  log?: LogFunction;
+}
+
+/**
  * A storage plugin. Required members are listed in {@link REQUIRED_METHODS}; the rest are
  * optional and volt says "storage type X does not support …" when one is missing.
  */
@@ -259,6 +323,48 @@ export interface StoragePlugin {
     volname: string,
     options: { repair?: boolean },
   ): Promise<VolumeCheckReport>;
+
+  /**
+   * Stream formats the volume can be exported as, preferred first (optional: without it the
+   * volume cannot be exported). Path-based plugins can return
+   * `exportFormatsForPath(...)` from `lib/streams/export.ts`.
+   */
+  volumeExportFormats?(
+    storage: Storage,
+    volname: string,
+    options: VolumeExportOptions,
+  ): Promise<string[]>;
+  /**
+   * Writes the volume to `sink` as a stream of `format` (one of
+   * {@link StoragePlugin.volumeExportFormats}); throws naming the format when it does not
+   * apply. Writes nothing but stream bytes. Generic implementation: `exportPathVolume`.
+   */
+  volumeExport?(
+    storage: Storage,
+    volname: string,
+    format: string,
+    sink: StreamSink,
+    options: VolumeExportOptions,
+  ): Promise<void>;
+  /** Stream formats a new volume `volname` can be imported from, preferred first (optional). */
+  volumeImportFormats?(
+    storage: Storage,
+    volname: string,
+    options: VolumeImportOptions,
+  ): Promise<string[]>;
+  /**
+   * Creates volume `volname` from a stream of `format` read from `source` and returns the
+   * volume name it used (another one only with `allowRename`). Refuses an existing target;
+   * on any failure, interruption included, frees what it allocated before throwing.
+   * Generic implementation: `importPathVolume` in `lib/streams/import.ts`.
+   */
+  volumeImport?(
+    storage: Storage,
+    volname: string,
+    format: string,
+    source: StreamSource,
+    options: VolumeImportOptions,
+  ): Promise<string>;
 }
 
 /** The members every plugin must define, with their `typeof`. */

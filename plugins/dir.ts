@@ -39,6 +39,9 @@ import {
   rollbackSnapshot,
   type SnapshotVolume,
 } from "../lib/snapshots/volume_snapshots.ts";
+import type { StreamSink, StreamSource, VolumeExportOptions, VolumeImportOptions } from "./api.ts";
+import { exportFormatsForPath, exportPathVolume } from "../lib/streams/export.ts";
+import { importFormatsForPath, importPathVolume } from "../lib/streams/import.ts";
 
 /** Options of a directory storage (beyond content, disable, shared, nodes). */
 export const DIR_OPTIONS: Readonly<Record<string, OptionSchema>> = {
@@ -414,5 +417,34 @@ export const plugin: StoragePlugin = {
       root(storage),
       `volume '${storage.id}:${volname}'`,
     );
+  },
+
+  // Streams: the generic implementations for path-based storages (lib/streams/).
+  volumeExportFormats(storage: Storage, volname: string, options: VolumeExportOptions) {
+    return exportFormatsForPath(plugin, storage, volname, options);
+  },
+
+  volumeExport(
+    storage: Storage,
+    volname: string,
+    format: string,
+    sink: StreamSink,
+    options: VolumeExportOptions,
+  ): Promise<void> {
+    return exportPathVolume(plugin, storage, volname, format, sink, options);
+  },
+
+  volumeImportFormats(storage: Storage, volname: string, options: VolumeImportOptions) {
+    return importFormatsForPath(plugin, storage, volname, options);
+  },
+
+  volumeImport(
+    storage: Storage,
+    volname: string,
+    format: string,
+    source: StreamSource,
+    options: VolumeImportOptions,
+  ): Promise<string> {
+    return importPathVolume(plugin, storage, volname, format, source, options);
   },
 };

@@ -10,9 +10,13 @@ import { allocCommand } from "./alloc.ts";
 import { checkCommand } from "./check.ts";
 import { addCommand, configShowCommand, removeCommand, setCommand } from "./config.ts";
 import { delSnapshotCommand } from "./delsnapshot.ts";
+import { exportCommand } from "./export.ts";
+import { exportFormatsCommand, importFormatsCommand } from "./formats.ts";
 import { freeCommand } from "./free.ts";
+import { importCommand } from "./import.ts";
 import { infoCommand } from "./info.ts";
 import { listCommand } from "./list.ts";
+import { migrateCommand } from "./migrate.ts";
 import { nbdCopyCommand, nbdMapCommand } from "./nbd.ts";
 import { pathCommand } from "./path.ts";
 import { pluginsCommand } from "./plugins.ts";
@@ -34,6 +38,11 @@ export const COMMANDS: CommandSpec[] = [
   rollbackCommand,
   delSnapshotCommand,
   checkCommand,
+  exportCommand,
+  importCommand,
+  exportFormatsCommand,
+  importFormatsCommand,
+  migrateCommand,
   pluginsCommand,
   configShowCommand,
   addCommand,
