@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { readQcow2Header } from "../lib/qcow2/header.ts";
+import { copyNbd } from "../lib/nbd/copy.ts";
+import type { CallbackSink } from "../lib/nbd/sink.ts";
 import { isZero, Qcow2Writer, type Qcow2WriterOptions } from "../lib/qcow2/writer.ts";
+import { buildImage, imagesEqual, qemuIo, startQemuNbd } from "./helpers/nbd_server.ts";
 import { sh, TempDir } from "./helpers/volt.ts";
 
 const KiB = 1024;
@@ -617,4 +620,64 @@ Deno.test("random overlapping cluster writes and zeroes over a backing file matc
   await writeImage(path, { size, backingFile: "base.qcow2" }, ops);
   await assertClean(path);
   await assertSameAsRaw(path, expected);
+});
+
+Deno.test("as the copy engine's sink: a full and an incremental backup over NBD equal the source", async () => {
+  await using tmp = new TempDir();
+  const size = 12 * MiB + 5 * 512;
+  const disk = await buildImage(
+    tmp.join("disk.qcow2"),
+    size,
+    [
+      "write -P 0x11 0 2M",
+      "write -P 0 3M 1M", // data that reads as zero: the engine turns it into zeros
+      "write -P 0x12 5M 700k",
+      `write -P 0x13 ${12 * MiB} 2560`, // the short last cluster
+    ],
+    [],
+    64 * KiB,
+  );
+  const full = tmp.join("full.qcow2");
+  {
+    await using server = await startQemuNbd(disk, { readOnly: true, bitmap: "b0" });
+    const sink: CallbackSink = await Qcow2Writer.create(full, { size });
+    await copyNbd({ source: { uri: server.uri }, sink });
+  }
+  await assertClean(full);
+  assert.ok(await imagesEqual(full, "qcow2", disk, "qcow2"), "the full backup equals the disk");
+
+  await qemuIo(disk, [
+    "write -P 0x21 64k 64k",
+    "write -z 1M 128k", // must read as zeros in the incremental, not as the full's data
+    "discard 5M 64k",
+    "write -P 0x22 9M 300k",
+    `write -P 0x23 ${12 * MiB + 2048} 512`,
+  ]);
+  const inc = tmp.join("inc.qcow2");
+  await using server = await startQemuNbd(disk, { readOnly: true, bitmap: "b0" });
+  const writer = await Qcow2Writer.create(inc, { size, backingFile: "full.qcow2" });
+  const stats = await copyNbd({ source: { uri: server.uri }, bitmap: "b0", sink: writer });
+  await assertClean(inc);
+  assert.ok(await imagesEqual(inc, "qcow2", disk, "qcow2"), "the incremental equals the disk");
+  assert.equal(writer.stats().dataBytes, stats.bytesWritten);
+  assert.ok((await Deno.stat(inc)).size < 2 * MiB, "the incremental holds only the changes");
+});
+
+Deno.test("as the copy engine's sink: a raw source with 4 KiB holes (pieces smaller than a cluster)", async () => {
+  await using tmp = new TempDir();
+  const size = 4 * MiB;
+  const disk = tmp.join("disk.raw");
+  await sh("qemu-img", ["create", "-q", "-f", "raw", disk, String(size)]);
+  await qemuIo(disk, [
+    "write -P 0x31 0 4k",
+    "write -P 0x32 12k 8k",
+    "write -P 0x33 68k 4k",
+    "write -P 0x34 1M 200k",
+    "write -P 0x35 3076k 4k",
+  ], "raw");
+  const out = tmp.join("out.qcow2");
+  await using server = await startQemuNbd(disk, { readOnly: true, format: "raw" });
+  await copyNbd({ source: { uri: server.uri }, sink: await Qcow2Writer.create(out, { size }) });
+  await assertClean(out);
+  assert.ok(await imagesEqual(out, "qcow2", disk, "raw"));
 });

@@ -12,6 +12,11 @@
  * (no qcow2 magic), so nothing mistakes a half-written backup for a disk. Write into a
  * temporary directory and rename on commit.
  *
+ * I/O: positioned `pwrite`s through libc (`ImageFile`, so `--allow-ffi`), into the page cache;
+ * with `sync` (the default) writeback is started every 16 MiB and `finish()` ends with
+ * `fdatasync`. The `*Sync` twins block the calling thread (meant for a copy engine's writer
+ * Worker); the promise-returning calls run the writes on Deno's blocking thread pool.
+ *
  * Memory: the L2 tables of touched regions only (4 bytes per guest cluster of a touched
  * 512 MiB region with 64 KiB clusters, i.e. 32 KiB per region; regions made wholly of zero
  * clusters cost nothing), plus partly written clusters of an image with a backing file.
