@@ -50,6 +50,22 @@ export class StreamEnv implements AsyncDisposable {
     return r;
   }
 
+  /** Runs volt and returns its stdout as bytes (an export to `-`); throws unless it exits 0. */
+  async bytes(args: string[]): Promise<Uint8Array> {
+    const [cmd, ...rest] = voltCommand();
+    const out = await new Deno.Command(cmd, {
+      args: [...rest, ...args],
+      env: { NO_COLOR: "1", ...this.env },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (out.code !== 0) {
+      throw new Error(`volt ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
+    }
+    return out.stdout;
+  }
+
   /** Runs a shell command line with this configuration in the environment. */
   async shell(script: string): Promise<VoltResult> {
     const out = await new Deno.Command("sh", {
