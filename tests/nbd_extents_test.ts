@@ -4,11 +4,9 @@ import { planRanges, splitRequests } from "../lib/nbd/plan.ts";
 import { connectNbd } from "../lib/nbd/source.ts";
 import { runNbdMap } from "../lib/commands/nbd.ts";
 import {
-  addBitmap,
-  createImage,
+  buildImage,
   type NbdinfoExtent,
   nbdinfoMap,
-  qemuIo,
   startQemuNbd,
   startStorageDaemon,
 } from "./helpers/nbd_server.ts";
@@ -53,22 +51,20 @@ function assertCovers(extents: Extent[], size: number): void {
   assert.equal(pos, size, "extents cover the whole export");
 }
 
-/**
- * Builds a qcow2: `before` writes, then a bitmap b0, then `after` writes (which mark it).
- */
-async function image(
+function image(
   dir: TempDir,
   size: number,
   before: string[],
   after: string[],
   granularity?: number,
 ): Promise<string> {
-  const path = dir.join(`disk-${crypto.randomUUID()}.qcow2`);
-  await createImage(path, size);
-  await qemuIo(path, before);
-  await addBitmap(path, "b0", granularity);
-  await qemuIo(path, after);
-  return path;
+  return buildImage(
+    dir.join(`disk-${crypto.randomUUID()}.qcow2`),
+    size,
+    before,
+    after,
+    granularity,
+  );
 }
 
 /** Checks volt's map against nbdinfo's for both contexts, also with tiny requests. */

@@ -364,10 +364,12 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
     for (const link of links) {
       if (!link.ended) {
         link.post({ type: "stop" }); // seen by a worker still waiting for "go"
+        let timeout: ReturnType<typeof setTimeout> | undefined;
         const ended = await Promise.race([
           link.final().then(() => true),
-          new Promise<false>((r) => setTimeout(() => r(false), 10_000)),
+          new Promise<false>((r) => (timeout = setTimeout(() => r(false), 10_000))),
         ]);
+        clearTimeout(timeout);
         if (!ended) leakBuffer = true;
       }
       link.worker.terminate();

@@ -266,3 +266,21 @@ export async function nbdinfoMap(uri: string, context?: string): Promise<Nbdinfo
   }
   return joined;
 }
+
+/**
+ * Builds a qcow2 test disk: `before` qemu-io commands, then a persistent bitmap `b0` (when
+ * `bitmap` is not false), then `after` commands, which the bitmap records.
+ */
+export async function buildImage(
+  path: string,
+  size: number,
+  before: string[],
+  after: string[] = [],
+  granularity?: number,
+): Promise<string> {
+  await createImage(path, size);
+  await qemuIo(path, before);
+  await addBitmap(path, "b0", granularity);
+  await qemuIo(path, after);
+  return path;
+}
