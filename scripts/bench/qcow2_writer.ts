@@ -13,12 +13,18 @@
  * previous one's writeback. The "durable" rows include `fdatasync` in the time (volt's
  * `sync: true`; qemu-img convert followed by an fsync of its output).
  *
+ * A second section copies the same data from an NBD export of the raw file (`qemu-nbd -r`),
+ * as a backup does: volt's NBD copy engine with the writer as its sink (the async API on the
+ * main thread) against `qemu-img convert -W` reading the same export.
+ *
  *   deno run -A scripts/bench/qcow2_writer.ts [--size-gib 4] [--data-gib 1] [--rounds 5]
+ *     [--sections raw,nbd]
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
+import { copyNbd } from "../../lib/nbd/copy.ts";
 import { Qcow2Writer } from "../../lib/qcow2/writer.ts";
 
 const MiB = 1024 * 1024;
@@ -29,6 +35,7 @@ const { values } = parseArgs({
     "size-gib": { type: "string", default: "4" },
     "data-gib": { type: "string", default: "1" },
     rounds: { type: "string", default: "5" },
+    sections: { type: "string", default: "raw,nbd" },
     dir: { type: "string" },
   },
 });
@@ -61,12 +68,48 @@ async function main(): Promise<void> {
   console.log("verified: qemu-img check clean, qemu-img compare identical to the source\n");
 
   const out = `${dir}/out.qcow2`;
-  const variants: Record<string, (sync: boolean) => Promise<void>> = {
-    "volt writer (async API)": (sync) => volt(src, extents, out, "async", sync),
-    "volt writer (sync API)": (sync) => volt(src, extents, out, "sync", sync),
-    "qemu-img convert": (sync) => convert(src, out, [], sync),
-    "qemu-img convert -W": (sync) => convert(src, out, ["-W"], sync),
-  };
+  const sections = values.sections.split(",");
+  if (sections.includes("raw")) {
+    console.log("== from the raw file");
+    await compare(out, {
+      "volt writer (async API)": (sync) => volt(src, extents, out, "async", sync),
+      "volt writer (sync API)": (sync) => volt(src, extents, out, "sync", sync),
+      "qemu-img convert": (sync) => convert(src, out, [], sync),
+      "qemu-img convert -W": (sync) => convert(src, out, ["-W"], sync),
+    });
+  }
+  if (sections.includes("nbd")) {
+    const socket = `${dir}/src.sock`;
+    const server = new Deno.Command("qemu-nbd", {
+      args: ["-r", "-t", "-k", socket, "-f", "raw", src],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    try {
+      await waitFor(socket);
+      const uri = `nbd+unix:///?socket=${socket}`;
+      console.log("\n== from an NBD export of the raw file (qemu-nbd -r)");
+      await compare(out, {
+        "copyNbd -> volt writer": async (sync) => {
+          await copyNbd({ source: { uri }, sink: await Qcow2Writer.create(out, { size, sync }) });
+        },
+        "qemu-img convert -W": (sync) => convert(uri, out, ["-W"], sync),
+      }, "qemu-img convert -W");
+    } finally {
+      server.kill("SIGTERM");
+      await server.status;
+    }
+  }
+  const hwm = (await Deno.readTextFile("/proc/self/status")).match(/VmHWM:\s+(\d+)/)?.[1];
+  console.log(`\nbench process peak RSS: ${Math.round(Number(hwm) / 1024)} MiB`);
+}
+
+/** Runs the variants interleaved, without and with sync, and reports medians. */
+async function compare(
+  out: string,
+  variants: Record<string, (sync: boolean) => Promise<void>>,
+  ...refs: string[]
+): Promise<void> {
   const names = Object.keys(variants);
   for (const sync of [false, true]) {
     const times = new Map<string, number[]>(names.map((n) => [n, []]));
@@ -81,10 +124,20 @@ async function main(): Promise<void> {
       }
     }
     await settle(out);
-    report(sync ? "durable (fdatasync included)" : "page cache (no sync)", times);
+    report(sync ? "durable (fdatasync included)" : "page cache (no sync)", times, refs);
   }
-  const hwm = (await Deno.readTextFile("/proc/self/status")).match(/VmHWM:\s+(\d+)/)?.[1];
-  console.log(`\nbench process peak RSS: ${Math.round(Number(hwm) / 1024)} MiB`);
+}
+
+async function waitFor(path: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      await Deno.stat(path);
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  throw new Error(`${path} did not appear`);
 }
 
 /** A sparse raw file with random 1 MiB extents at random 1 MiB-aligned offsets. */
@@ -170,22 +223,20 @@ async function fsync(path: string): Promise<void> {
   await f.syncData();
 }
 
-function report(title: string, times: Map<string, number[]>): void {
+function report(title: string, times: Map<string, number[]>, refs: string[]): void {
   const median = (xs: number[]) => {
     const s = [...xs].sort((a, b) => a - b);
     return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
   };
-  const ref = median(times.get("qemu-img convert")!);
-  const refW = median(times.get("qemu-img convert -W")!);
-  console.log(`${title}: median seconds (min..max), ratio to qemu-img convert / convert -W`);
+  const against = refs.length > 0 ? refs : ["qemu-img convert", "qemu-img convert -W"];
+  const refTimes = against.map((r) => median(times.get(r)!));
+  console.log(`${title}: median seconds (min..max), ratio to ${against.join(" / ")}`);
   for (const [name, xs] of times) {
     const m = median(xs);
     const range = `${Math.min(...xs).toFixed(3)}..${Math.max(...xs).toFixed(3)}`;
     const rate = (dataBytes / GiB / m).toFixed(2);
-    console.log(
-      `  ${name.padEnd(26)} ${m.toFixed(3)} s (${range})  ${rate} GiB/s  ` +
-        `${(m / ref).toFixed(2)}x / ${(m / refW).toFixed(2)}x`,
-    );
+    const ratios = refTimes.map((r) => `${(m / r).toFixed(2)}x`).join(" / ");
+    console.log(`  ${name.padEnd(26)} ${m.toFixed(3)} s (${range})  ${rate} GiB/s  ${ratios}`);
   }
 }
 
