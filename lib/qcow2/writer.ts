@@ -249,7 +249,11 @@ export class Qcow2Writer {
   /** {@link Qcow2Writer.finish}, synchronously. */
   finishSync(): void {
     this.#runSync(this.#planFinish());
-    this.#closeSync();
+    try {
+      this.#closeSync();
+    } catch (err) {
+      throw this.#fail(err);
+    }
   }
 
   /**
