@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { copyNbd, type CopyStats } from "../lib/nbd/copy.ts";
-import type { CallbackSink } from "../lib/nbd/sink.ts";
+import { type CallbackSink, nbdSink } from "../lib/nbd/sink.ts";
 import { runNbdMap } from "../lib/commands/nbd.ts";
 import {
   buildImage,
@@ -164,17 +164,21 @@ Deno.test("copy into a qcow2 served by a second qemu-nbd equals the source", asy
     "write -P 2 16M 1M",
     `write -P 3 ${size - 64 * KiB} 64k`,
   ]);
-  const target = dir.join("dst.qcow2");
-  await createImage(target, size);
-  await qemuIo(target, ["write -P 0xee 20M 1M"]); // old data where the source has a hole
-  {
-    await using src = await startQemuNbd(disk, { readOnly: true });
-    await using dst = await startQemuNbd(target, {});
-    const stats = await cliCopy(src.uri, dst.uri);
-    assert.equal(stats.bytesRead, 4 * MiB + 64 * KiB);
-    assert.equal(stats.bytesSkipped, 0, "an NBD target is zeroed unless --target-is-zero");
+  for (const writerThread of [false, true]) {
+    const target = dir.join(`dst-${writerThread}.qcow2`);
+    await createImage(target, size);
+    await qemuIo(target, ["write -P 0xee 20M 1M"]); // old data where the source has a hole
+    {
+      await using src = await startQemuNbd(disk, { readOnly: true });
+      await using dst = await startQemuNbd(target, {});
+      const stats = writerThread
+        ? await copyNbd({ source: { uri: src.uri }, sink: nbdSink({ uri: dst.uri }), writerThread })
+        : await cliCopy(src.uri, dst.uri);
+      assert.equal(stats.bytesRead, 4 * MiB + 64 * KiB);
+      assert.equal(stats.bytesSkipped, 0, "an NBD target is zeroed unless --target-is-zero");
+    }
+    assert.ok(await imagesEqual(disk, "qcow2", target, "qcow2"), `writerThread ${writerThread}`);
   }
-  assert.ok(await imagesEqual(disk, "qcow2", target, "qcow2"));
 });
 
 Deno.test("copy between qemu-storage-daemon exports, incremental included, equals the source", async () => {
@@ -272,13 +276,16 @@ Deno.test("depth 1, several connections and small requests copy the same bytes",
     { depth: 1 },
     { depth: 16, connections: 2 },
     { depth: 3, requestSize: 192 * KiB },
+    { depth: 4, writerThread: false }, // the reader writes the file itself
+    { depth: 8, sync: true }, // writeback while copying, fdatasync at the end
   ];
   for (const [i, v] of variants.entries()) {
     const out = dir.join(`out${i}.raw`);
+    const { sync, ...rest } = v as typeof v & { sync?: boolean };
     const stats = await copyNbd({
       source: { uri: server.uri },
-      sink: { type: "raw", path: out },
-      ...v,
+      sink: { type: "raw", path: out, sync },
+      ...rest,
     });
     assert.equal(stats.connections, v.connections ?? 1);
     assert.ok(await imagesEqual(disk, "qcow2", out, "raw"), JSON.stringify(v));

@@ -235,7 +235,7 @@ A summary (bytes read, written, zero bytes skipped, time, rate) goes to stderr.`
       }
       throw err;
     }
-    console.error(`copied ${from} to ${options.destination}: ${copySummary(stats)}`);
+    console.error(`copied ${from} to ${options.destination}; ${copySummary(stats)}`);
     if (format === "json") console.log(JSON.stringify(stats, null, 2));
     return 0;
   },

@@ -57,6 +57,12 @@ export interface CopyOptions {
   detectZeroes?: boolean;
   /** Called about every `progressInterval` ms and once at the end. */
   onProgress?: (progress: CopyProgress) => void;
+  /**
+   * Write a built-in sink from a second Worker (true) or from the reader's own loop (false).
+   * Default: true for raw files (pwrite blocks, and overlapping it with reading was
+   * measured faster), false for NBD and null sinks (their writes are asynchronous).
+   */
+  writerThread?: boolean;
   /** Milliseconds between progress calls (default 500). */
   progressInterval?: number;
   /** Aborting stops the copy: it rejects with {@link CopyCancelledError}. */
@@ -212,6 +218,10 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
   if (options.signal?.aborted) throw new CopyCancelledError(0, 0);
 
   const callbackSink = isCallbackSink(options.sink) ? options.sink : undefined;
+  const builtinSink = isCallbackSink(options.sink) ? undefined : options.sink;
+  const writerThread = builtinSink !== undefined &&
+    (options.writerThread ?? builtinSink.type === "raw");
+  const inlineSink = builtinSink && !writerThread ? builtinSink : undefined;
   const slots = depth * connections + Math.max(2, depth);
   const shared = CopyShared.create(slots);
   const lib = libc();
@@ -254,7 +264,7 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
   try {
     const readerBell = createEventFd();
     bells.push(readerBell);
-    const consumerBell = callbackSink ? -1 : createEventFd();
+    const consumerBell = writerThread ? createEventFd() : -1;
     if (consumerBell >= 0) bells.push(consumerBell);
 
     const reader = new WorkerLink(
@@ -262,6 +272,12 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
       "volt-nbd-reader",
     );
     links.push(reader);
+    // Started now so that its modules load while the reader connects.
+    const writer = !writerThread ? undefined : new WorkerLink(
+      new URL("./copy_writer.ts", import.meta.url).href,
+      "volt-nbd-writer",
+    );
+    if (writer) links.push(writer);
     reader.post(
       {
         type: "start",
@@ -276,6 +292,7 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
         detectZeroes: options.detectZeroes ?? true,
         readerBell,
         consumerBell,
+        sink: inlineSink,
       } satisfies ReaderStart,
     );
     const connected = await reader.next();
@@ -285,21 +302,15 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
     buffer = lib.aligned_alloc(4096n, BigInt(slots * connected.requestSize));
     if (buffer === null) throw new VoltError("out of memory for the copy buffer");
 
-    let writer: WorkerLink | undefined;
     let initiallyZero: boolean;
-    if (callbackSink) {
-      initiallyZero = callbackSink.initiallyZero ?? false;
+    if (!writer) {
+      initiallyZero = callbackSink?.initiallyZero ?? connected.initiallyZero ?? false;
     } else {
-      writer = new WorkerLink(
-        new URL("./copy_writer.ts", import.meta.url).href,
-        "volt-nbd-writer",
-      );
-      links.push(writer);
       writer.post(
         {
           type: "start",
           shared: shared.buffer,
-          sink: options.sink as WriterStart["sink"],
+          sink: builtinSink!,
           size: connected.size,
           requestSize: connected.requestSize,
           readerBell,

@@ -29,6 +29,11 @@ export interface ReaderStart {
   readerBell: number;
   /** The consumer's eventfd doorbell, -1 when the consumer is the main thread. */
   consumerBell: number;
+  /**
+   * A built-in sink the reader writes itself, in the same loop (no writer thread): used for
+   * NBD and null sinks, whose writes are asynchronous or free.
+   */
+  sink?: BuiltinSink;
 }
 
 /** Main → reader or writer: the data buffer is ready, copy. */
@@ -51,6 +56,8 @@ export interface ReaderConnected {
   size: number;
   requestSize: number;
   connections: number;
+  /** With an inline sink: whether its target reads as zeros already. */
+  initiallyZero?: boolean;
 }
 
 /** Reader → main: the plan is known. */

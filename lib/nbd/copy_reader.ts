@@ -24,7 +24,8 @@ import { BASE_ALLOCATION, dirtyBitmapContext, readExtents } from "./extents.ts";
 import { type CopyRange, planRanges, splitRequests } from "./plan.ts";
 import { HandlePollError, pollHandles } from "./poll.ts";
 import { connectNbd, sourceUri } from "./source.ts";
-import { errText } from "./sink_writers.ts";
+import { errText, openSlotWriter, type SlotWriter } from "./sink_writers.ts";
+import { VoltError } from "../errors.ts";
 
 /** Largest zero request: within NBD's 32-bit lengths, aligned. */
 const ZERO_CHUNK = 2 ** 30;
@@ -41,6 +42,7 @@ class Stopped extends Error {}
 
 let start: ReaderStart;
 let connections: Connection[] = [];
+let inline: SlotWriter | undefined;
 let size = 0;
 let requestSize = 0;
 
@@ -77,9 +79,11 @@ function guarded(fn: () => void): void {
   }
 }
 
-function closeAll(): void {
+function closeAll(failed = true): void {
   for (const c of connections) c.h.close();
   connections = [];
+  inline?.close(failed);
+  inline = undefined;
 }
 
 function connect(): void {
@@ -97,11 +101,13 @@ function connect(): void {
       inflight: new Map(),
     });
   }
+  if (start.sink) inline = openSlotWriter(start.sink, size, requestSize);
   scope.postMessage({
     type: "connected",
     size,
     requestSize,
     connections: connections.length,
+    initiallyZero: inline?.initiallyZero,
   });
 }
 
@@ -139,6 +145,26 @@ function copy(go: Go): void {
     shared.ringConsumerBell();
     consumer.ring();
   };
+  // A slot written (inline sink): count it and make it free again.
+  const release = (slot: number) => {
+    const counter = shared.slotKind(slot) === SLOT_DATA ? COUNTER.written : COUNTER.zeroed;
+    shared.count(counter, shared.slotLength(slot));
+    shared.freePush(slot);
+  };
+  // A full slot goes to the inline sink, or to the consumer thread.
+  const deliver = (slot: number) => {
+    if (inline) {
+      const kind = shared.slotKind(slot);
+      const offset = shared.slotOffset(slot);
+      const done = inline.submit(slot, kind, offset, shared.slotLength(slot), slotPtr[slot]);
+      if (done) release(slot);
+    } else {
+      shared.fullPush(slot);
+      ringConsumer();
+    }
+  };
+  const retired: number[] = [];
+  const handles = [...connections.map((c) => c.h), ...(inline?.handles ?? [])];
 
   const readFailed = (offset: number, length: number, detail: string) =>
     new Error(`reading ${length} bytes at offset ${offset} from ${uri} failed: ${detail}`);
@@ -174,8 +200,7 @@ function copy(go: Go): void {
             const slot = shared.freePop();
             if (slot < 0) break;
             shared.setSlot(slot, SLOT_ZERO, next.offset, next.length);
-            shared.fullPush(slot);
-            ringConsumer();
+            deliver(slot);
           }
           next = requests.next().value ?? undefined;
           progressed = true;
@@ -243,24 +268,39 @@ function copy(go: Go): void {
               }
               shared.setSlot(slot, SLOT_ZERO, offset, length);
             }
-            shared.fullPush(slot);
-            ringConsumer();
+            deliver(slot);
           }
         }
         inflight += c.inflight.size;
       }
 
-      if (!next && inflight === 0) break;
+      // Retire completed writes of an inline sink.
+      if (inline && inline.inFlight() > 0) {
+        inline.retire(retired);
+        for (const slot of retired) release(slot);
+        if (retired.length > 0) progressed = true;
+        retired.length = 0;
+      }
+
+      if (!next && inflight === 0 && (inline?.inFlight() ?? 0) === 0) break;
       if (progressed) continue;
       try {
-        pollHandles(connections.map((c) => c.h), bell, waitMs);
+        pollHandles(handles, bell, waitMs);
       } catch (err) {
-        if (err instanceof HandlePollError) {
+        if (!(err instanceof HandlePollError)) throw err;
+        if (err.index < connections.length) {
           throw connectionFailed(connections[err.index], err.cause);
         }
-        throw err;
+        const p = inline?.firstPending?.();
+        throw new VoltError(
+          p
+            ? `writing ${p.length} bytes at offset ${p.offset} failed: ${errText(err.cause)}`
+            : `writing failed: ${errText(err.cause)}`,
+        );
       }
     }
+    inline?.finish();
+    inline = undefined;
     shared.setReaderDone();
     ringConsumer();
   } finally {
@@ -271,7 +311,7 @@ function copy(go: Go): void {
       c.h.shutdown();
     } catch { /* the copy is complete; a failing disconnect changes nothing */ }
   }
-  closeAll();
+  closeAll(false);
   scope.postMessage({ type: "done" });
   scope.close();
 }

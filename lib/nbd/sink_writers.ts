@@ -6,7 +6,16 @@
  * @module
  */
 
-import { errno, FALLOC_FL, libc, O, OsCallError, strerror } from "../../ffi/libc.ts";
+import {
+  errno,
+  FALLOC_FL,
+  libc,
+  O,
+  OsCallError,
+  POSIX_FADV_DONTNEED,
+  strerror,
+  SYNC_FILE_RANGE,
+} from "../../ffi/libc.ts";
 import { cstr } from "../../ffi/libnbd.ts";
 import type { CPointer, NbdHandle } from "../../ffi/nbd_handle.ts";
 import { VoltError } from "../errors.ts";
@@ -16,6 +25,11 @@ import { connectNbd, sourceUri } from "./source.ts";
 
 const EOPNOTSUPP = 95;
 const SEEK_END = 2;
+/**
+ * With `sync`, how many written ranges may be on their way to disk before the oldest is
+ * waited for and dropped from the page cache.
+ */
+const WRITEBACK_WINDOW = 16;
 
 /** A built-in sink, driven slot by slot from the writer thread. */
 export interface SlotWriter {
@@ -64,10 +78,14 @@ class RawWriter implements SlotWriter {
   #zeroBuffer: CPointer | null = null;
   #requestSize: number;
   #punch = true;
+  /** Ranges whose writeback was started and not yet waited for (with `sync`). */
+  #behind: { offset: number; length: number }[] = [];
+  #streaming: boolean;
 
   constructor(path: string, size: number, requestSize: number, sync: boolean) {
     this.#path = path;
     this.#sync = sync;
+    this.#streaming = sync;
     this.#requestSize = requestSize;
     let stat: Deno.FileInfo | undefined;
     try {
@@ -122,6 +140,33 @@ class RawWriter implements SlotWriter {
       if (n === 0) throw writeFailed(this.#path, offset, length, "no progress");
       done += n;
     }
+    if (this.#streaming) this.#writeback(offset, length);
+  }
+
+  /**
+   * With `sync`, data goes to disk while the copy runs, as nbdcopy does: start writeback of
+   * each range as it is written, and once {@link WRITEBACK_WINDOW} ranges are under way wait
+   * for the oldest and drop it from the page cache. The final fdatasync then has little left
+   * to do, and the copy does not fill memory with dirty pages.
+   */
+  #writeback(offset: number, length: number): void {
+    const lib = libc();
+    if (lib.sync_file_range(this.#fd, BigInt(offset), BigInt(length), SYNC_FILE_RANGE.WRITE) < 0) {
+      this.#streaming = false; // not supported here: fdatasync at the end does it all
+      return;
+    }
+    this.#behind.push({ offset, length });
+    while (this.#behind.length > WRITEBACK_WINDOW) this.#settle(this.#behind.shift()!);
+  }
+
+  #settle(r: { offset: number; length: number }): void {
+    const lib = libc();
+    const wait = SYNC_FILE_RANGE.WAIT_BEFORE | SYNC_FILE_RANGE.WRITE |
+      SYNC_FILE_RANGE.WAIT_AFTER;
+    if (lib.sync_file_range(this.#fd, BigInt(r.offset), BigInt(r.length), wait) < 0) {
+      throw writeFailed(this.#path, r.offset, r.length, strerror(errno()));
+    }
+    lib.posix_fadvise(this.#fd, BigInt(r.offset), BigInt(r.length), POSIX_FADV_DONTNEED);
   }
 
   #zero(offset: number, length: number): void {
@@ -148,6 +193,7 @@ class RawWriter implements SlotWriter {
   }
 
   finish(): void {
+    while (this.#behind.length > 0) this.#settle(this.#behind.shift()!);
     if (this.#sync && libc().fdatasync(this.#fd) < 0) {
       throw new VoltError(`syncing ${this.#path} failed: ${strerror(errno())}`);
     }

@@ -1,0 +1,399 @@
+/**
+ * Benchmark: `volt nbd copy` against `nbdcopy` and `qemu-img convert`, side by side in one
+ * run, printed as ratios.
+ *
+ * Source: a 4 GiB qcow2 with ~1.1 GiB of data in scattered extents and a persistent dirty
+ * bitmap b0 marking ~200 MiB, served by `qemu-nbd -r -B b0 -k SOCK` (one connection at a
+ * time, no multi-conn: what a real host gives). Measured, interleaved (the order alternates
+ * every round), after one warm-up round, medians of `--rounds` (default 5):
+ *
+ * - full copy to a new sparse raw file: volt vs nbdcopy vs qemu-img convert. Fair about the
+ *   page cache: nbdcopy syncs its output as it goes, so volt runs with `--sync` (fdatasync
+ *   before it exits) and qemu-img convert is followed by `sync FILE` inside the timed command;
+ *   every output is on disk when its timer stops. volt without `--sync` is shown too.
+ * - full copy into a new qcow2 served by a second, writable qemu-nbd: volt vs
+ *   `nbdcopy --flush` (volt flushes the target at the end; nbdcopy only with --flush).
+ * - incremental (dirty ranges of b0, applied on top of the full copy, `--sync`) vs the full
+ *   copy, with the bytes read.
+ * - volt with `--depth 1` (one request at a time).
+ * - peak RSS and CPU seconds per GiB of data (from `/usr/bin/time`).
+ *
+ * Run alone: `deno run -A scripts/bench/nbd.ts [--rounds N] [--quick] [--keep]`.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+const MiB = 2 ** 20;
+const GiB = 2 ** 30;
+
+/** One timed run of a command. */
+interface Sample {
+  seconds: number;
+  cpu: number;
+  rssKiB: number;
+  stdout: string;
+}
+
+/** A command to time: argv, plus work to do (untimed) before and after it. */
+interface Contender {
+  name: string;
+  argv: () => string[];
+  before?: () => Promise<void>;
+  after?: (s: Sample) => Promise<void>;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+async function exec(cmd: string, args: string[]): Promise<string> {
+  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+  if (out.code !== 0) {
+    throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`);
+  }
+  return new TextDecoder().decode(out.stdout);
+}
+
+/** Runs argv under `/usr/bin/time`, returning wall time, CPU time and peak RSS. */
+async function timed(argv: string[], scratch: string): Promise<Sample> {
+  const timeFile = `${scratch}/time.txt`;
+  const t0 = performance.now();
+  const out = await new Deno.Command("/usr/bin/time", {
+    args: ["-f", "%U %S %M", "-o", timeFile, ...argv],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const seconds = (performance.now() - t0) / 1000;
+  if (out.code !== 0) {
+    throw new Error(`${argv.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`);
+  }
+  const [user, sys, rss] = (await Deno.readTextFile(timeFile)).trim().split("\n").at(-1)!
+    .split(" ").map(Number);
+  return { seconds, cpu: user + sys, rssKiB: rss, stdout: new TextDecoder().decode(out.stdout) };
+}
+
+/** A small deterministic PRNG (mulberry32). */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
+
+/** qemu-io writes of `total` bytes in scattered runs of 64 KiB to `maxRun`. */
+function scatteredWrites(
+  rand: () => number,
+  size: number,
+  total: number,
+  maxRun: number,
+  pattern: number,
+): string[] {
+  const cmds: string[] = [];
+  let written = 0;
+  const unit = 64 * 1024;
+  while (written < total) {
+    const len = Math.min(total - written, unit * (1 + Math.floor(rand() * (maxRun / unit))));
+    const off = unit * Math.floor(rand() * ((size - len) / unit));
+    cmds.push(`write -P ${(pattern + cmds.length) % 250 + 1} ${off} ${len}`);
+    written += len;
+  }
+  return cmds;
+}
+
+async function qemuIo(image: string, cmds: string[]): Promise<void> {
+  for (let i = 0; i < cmds.length; i += 200) {
+    await exec("qemu-io", [
+      "-f",
+      "qcow2",
+      ...cmds.slice(i, i + 200).flatMap((c) => ["-c", c]),
+      image,
+    ]);
+  }
+}
+
+/** A qemu-nbd child on a unix socket, stopped by its PID. */
+async function qemuNbd(args: string[], socket: string): Promise<() => Promise<void>> {
+  const child = new Deno.Command("qemu-nbd", {
+    args: ["-t", "-k", socket, ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  for (let i = 0;; i++) {
+    try {
+      (await Deno.connect({ transport: "unix", path: socket })).close();
+      break;
+    } catch {
+      if (i > 500) throw new Error(`qemu-nbd did not start on ${socket}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  return async () => {
+    child.kill("SIGTERM");
+    await child.status;
+  };
+}
+
+/** Runs the benchmark and prints the table. */
+export async function main(argv: string[] = Deno.args): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      rounds: { type: "string", default: "5" },
+      quick: { type: "boolean", default: false },
+      keep: { type: "boolean", default: false },
+    },
+  });
+  const rounds = Number(values.rounds);
+  const size = values.quick ? GiB : 4 * GiB;
+  const dataBefore = values.quick ? 230 * MiB : 950 * MiB;
+  const dataDirty = values.quick ? 50 * MiB : 200 * MiB;
+  const dir = await Deno.makeTempDir({ prefix: "volt-bench-nbd-" });
+  const stops: (() => Promise<void>)[] = [];
+  try {
+    // The source disk.
+    const src = `${dir}/src.qcow2`;
+    console.log(`creating a ${size / GiB} GiB qcow2 with scattered data in ${dir}`);
+    await exec("qemu-img", ["create", "-q", "-f", "qcow2", src, String(size)]);
+    const rand = prng(42);
+    await qemuIo(src, scatteredWrites(rand, size, dataBefore, 8 * MiB, 1));
+    await exec("qemu-img", ["bitmap", "--add", src, "b0"]);
+    await qemuIo(src, scatteredWrites(rand, size, dataDirty, 2 * MiB, 100));
+    const srcSock = `${dir}/src.sock`;
+    stops.push(await qemuNbd(["-r", "-B", "b0", "-f", "qcow2", src], srcSock));
+    const srcUri = `nbd+unix:///?socket=${srcSock}`;
+    const map = JSON.parse(
+      await exec(Deno.execPath(), [
+        "run",
+        "-A",
+        MAIN,
+        "nbd",
+        "map",
+        srcUri,
+        "--bitmap",
+        "b0",
+        "--output-format",
+        "json",
+      ]),
+    ) as { length: number; allocated: boolean; zero: boolean; dirty: boolean }[];
+    const data = map.filter((e) => !e.zero).reduce((n, e) => n + e.length, 0);
+    const dirty = map.filter((e) => e.dirty).reduce((n, e) => n + e.length, 0);
+    const extents = map.filter((e) => !e.zero).length;
+    console.log(
+      `source: ${(data / GiB).toFixed(2)} GiB data in ${extents} extents, ` +
+        `${(dirty / MiB).toFixed(0)} MiB dirty; qemu-nbd -r -B b0 (no multi-conn)`,
+    );
+
+    const volt = (
+      ...args: string[]
+    ) => [Deno.execPath(), "run", "-A", "--no-prompt", MAIN, ...args];
+    const raw = `${dir}/out.raw`;
+    const base = `${dir}/base.raw`; // the full copy the incremental applies to
+    const rmRaw = () => Deno.remove(raw).catch(() => {});
+    const tgt = `${dir}/tgt.qcow2`;
+    const tgtSock = `${dir}/tgt.sock`;
+    const tgtUri = `nbd+unix:///?socket=${tgtSock}`;
+    let stopTarget: (() => Promise<void>) | undefined;
+    const newTarget = async () => {
+      await Deno.remove(tgt).catch(() => {});
+      await exec("qemu-img", ["create", "-q", "-f", "qcow2", tgt, String(size)]);
+      stopTarget = await qemuNbd(["-f", "qcow2", tgt], tgtSock);
+    };
+    const endTarget = async () => {
+      await stopTarget?.();
+      stopTarget = undefined;
+    };
+    let bytesReadIncremental = 0;
+
+    const groups: { title: string; contenders: Contender[] }[] = [
+      {
+        title: "full copy to a new sparse raw file (output on disk when the timer stops)",
+        contenders: [
+          {
+            name: "volt --sync",
+            before: rmRaw,
+            argv: () => volt("nbd", "copy", srcUri, raw, "--sync"),
+            after: () => Deno.rename(raw, base),
+          },
+          { name: "nbdcopy", before: rmRaw, argv: () => ["nbdcopy", srcUri, raw] },
+          {
+            name: "qemu-img convert -W + sync",
+            before: rmRaw,
+            argv: () => [
+              "sh",
+              "-c",
+              `qemu-img convert -q -W -f raw -O raw '${srcUri}' '${raw}' && sync '${raw}'`,
+            ],
+          },
+          {
+            name: "volt (no sync)",
+            before: rmRaw,
+            argv: () => volt("nbd", "copy", srcUri, raw),
+          },
+          {
+            name: "volt --depth 1 --sync",
+            before: rmRaw,
+            argv: () => volt("nbd", "copy", srcUri, raw, "--depth", "1", "--sync"),
+          },
+        ],
+      },
+      {
+        title: "full copy into a new qcow2 served by a second qemu-nbd (target flushed)",
+        contenders: [
+          {
+            name: "volt",
+            before: newTarget,
+            argv: () => volt("nbd", "copy", srcUri, tgtUri),
+            after: endTarget,
+          },
+          {
+            name: "nbdcopy --flush",
+            before: newTarget,
+            argv: () => ["nbdcopy", "--flush", srcUri, tgtUri],
+            after: endTarget,
+          },
+        ],
+      },
+      {
+        title: "incremental (dirty ranges of b0 onto the full copy, --sync)",
+        contenders: [
+          {
+            name: "volt --bitmap b0 --sync",
+            argv: () =>
+              volt(
+                "nbd",
+                "copy",
+                srcUri,
+                base,
+                "--bitmap",
+                "b0",
+                "--sync",
+                "--output-format",
+                "json",
+              ),
+            after: (s) => {
+              bytesReadIncremental = (JSON.parse(s.stdout) as { bytesRead: number }).bytesRead;
+              return Promise.resolve();
+            },
+          },
+        ],
+      },
+    ];
+
+    const samples = new Map<string, Sample[]>();
+    for (let round = 0; round <= rounds; round++) {
+      const warm = round === 0;
+      console.log(warm ? "warm-up round" : `round ${round}/${rounds}`);
+      for (const g of groups) {
+        const order = round % 2 === 0 ? g.contenders : [...g.contenders].reverse();
+        // The incremental needs the full copy from this round's first group.
+        for (const c of order) {
+          await c.before?.();
+          const s = await timed(c.argv(), dir);
+          await c.after?.(s);
+          if (!warm) samples.set(c.name, [...(samples.get(c.name) ?? []), s]);
+        }
+      }
+      if (warm) {
+        // Check once that volt's outputs are right (untimed).
+        const cmp = await new Deno.Command("qemu-img", {
+          args: ["compare", "-q", "-f", "qcow2", "-F", "raw", src, base],
+        }).output();
+        if (cmp.code !== 0) {
+          throw new Error("volt's full + incremental copy differs from the source");
+        }
+      }
+    }
+
+    const med = (name: string, f: (s: Sample) => number) => median(samples.get(name)!.map(f));
+    const t = (name: string) => med(name, (s) => s.seconds);
+    const rows: string[][] = [];
+    const dataGiB = data / GiB;
+    for (const g of groups) {
+      rows.push([g.title]);
+      for (const c of g.contenders) {
+        rows.push([
+          `  ${c.name}`,
+          `${t(c.name).toFixed(2)} s`,
+          `${(med(c.name, (s) => s.cpu) / dataGiB).toFixed(2)} s/GiB`,
+          `${(med(c.name, (s) => s.rssKiB) / 1024).toFixed(0)} MiB`,
+        ]);
+      }
+    }
+    console.log("\nmedians (wall time, CPU seconds per GiB of data, peak RSS):");
+    for (const r of rows) {
+      console.log(
+        r.length === 1 ? r[0] : r[0].padEnd(32) + r.slice(1).map((x) => x.padStart(12)).join(""),
+      );
+    }
+    const ratio = (a: string, b: string) => (t(a) / t(b)).toFixed(2);
+    const cpuRatio = (a: string, b: string) =>
+      (med(a, (s) => s.cpu) / med(b, (s) => s.cpu)).toFixed(2);
+    console.log("\nratios (time of volt / time of the other; target in brackets):");
+    console.log(
+      `  full to raw:     volt / nbdcopy               ${
+        ratio("volt --sync", "nbdcopy")
+      }  [<= 0.8]`,
+    );
+    console.log(
+      `  full to raw:     volt / qemu-img convert      ${
+        ratio("volt --sync", "qemu-img convert -W + sync")
+      }`,
+    );
+    console.log(
+      `  full to raw:     volt no sync / nbdcopy       ${ratio("volt (no sync)", "nbdcopy")}`,
+    );
+    console.log(
+      `  into qcow2:      volt / nbdcopy --flush       ${
+        ratio("volt", "nbdcopy --flush")
+      }  [<= 1.0]`,
+    );
+    console.log(
+      `  incremental:     incremental / full           ${
+        ratio("volt --bitmap b0 --sync", "volt --sync")
+      }  [<= 0.25]`,
+    );
+    console.log(
+      `  depth 1:         depth 1 / depth 8            ${
+        ratio("volt --depth 1 --sync", "volt --sync")
+      }`,
+    );
+    console.log(
+      `  CPU (raw):       volt / nbdcopy               ${
+        cpuRatio("volt --sync", "nbdcopy")
+      }  [<= 1.5]`,
+    );
+    console.log(
+      `  CPU (qcow2):     volt / nbdcopy               ${
+        cpuRatio("volt", "nbdcopy --flush")
+      }  [<= 1.5]`,
+    );
+    const rss = Math.max(
+      ...[...samples.entries()].filter(([k]) => k.startsWith("volt")).flatMap(([, v]) =>
+        v.map((s) => s.rssKiB)
+      ),
+    );
+    console.log(
+      `  volt peak RSS (max over runs)                 ${(rss / 1024).toFixed(0)} MiB  [< 200]`,
+    );
+    console.log(
+      `  incremental bytes read: ${(bytesReadIncremental / MiB).toFixed(1)} MiB ` +
+        `(dirty ranges: ${(dirty / MiB).toFixed(1)} MiB)`,
+    );
+  } finally {
+    for (const stop of stops) await stop().catch(() => {});
+    if (values.keep) console.log(`kept ${dir}`);
+    else await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+if (import.meta.main) await main();
