@@ -68,6 +68,35 @@ Deno.test("the server killed mid-copy: an error naming the offset, non-zero exit
   }
 });
 
+Deno.test("the target server killed mid-copy: the error names the offset and the target", async () => {
+  await using dir = new TempDir();
+  const disk = await slowDisk(dir);
+  await using server = await startQemuNbd(disk, { readOnly: true });
+  const target = dir.join("t.qcow2");
+  await createImage(target, 64 * MiB);
+  for (const writerThread of [false, true]) {
+    const dst = await startQemuNbd(target, {});
+    try {
+      const copy = copyNbd({
+        source: { uri: server.uri },
+        sink: { type: "nbd", target: { uri: dst.uri } },
+        writerThread,
+        bwlimitKiB: 4096,
+        progressInterval: 50,
+        onProgress: (p) => {
+          if (p.bytesDone > 0) dst.kill("SIGKILL");
+        },
+      });
+      await assert.rejects(copy, (err: Error) => {
+        assert.match(err.message, /^writing \d+ bytes at offset \d+ to nbd\+unix:.* failed: /);
+        return true;
+      });
+    } finally {
+      await dst.stop();
+    }
+  }
+});
+
 Deno.test("SIGINT stops a copy cleanly with one line and removes the file it created", async () => {
   await using dir = new TempDir();
   const disk = await slowDisk(dir);

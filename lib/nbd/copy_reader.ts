@@ -25,7 +25,6 @@ import { type CopyRange, planRanges, splitRequests } from "./plan.ts";
 import { HandlePollError, pollHandles } from "./poll.ts";
 import { connectNbd, sourceUri } from "./source.ts";
 import { errText, openSlotWriter, type SlotWriter } from "./sink_writers.ts";
-import { VoltError } from "../errors.ts";
 
 /** Largest zero request: within NBD's 32-bit lengths, aligned. */
 const ZERO_CHUNK = 2 ** 30;
@@ -291,12 +290,7 @@ function copy(go: Go): void {
         if (err.index < connections.length) {
           throw connectionFailed(connections[err.index], err.cause);
         }
-        const p = inline?.firstPending?.();
-        throw new VoltError(
-          p
-            ? `writing ${p.length} bytes at offset ${p.offset} failed: ${errText(err.cause)}`
-            : `writing failed: ${errText(err.cause)}`,
-        );
+        throw inline!.pollFailed(err.cause);
       }
     }
     inline?.finish();

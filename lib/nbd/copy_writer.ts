@@ -13,7 +13,6 @@ import { ABORT_FAILED, CopyShared, COUNTER, Doorbell, SLOT_DATA } from "./copy_s
 import type { Go, Stop, WorkerScope, WriterStart } from "./copy_messages.ts";
 import { HandlePollError, pollHandles } from "./poll.ts";
 import { errText, openSlotWriter, type SlotWriter } from "./sink_writers.ts";
-import { VoltError } from "../errors.ts";
 
 const scope = self as unknown as WorkerScope;
 
@@ -103,14 +102,7 @@ function drain(go: Go): void {
     try {
       pollHandles(w.handles, bell, -1);
     } catch (err) {
-      if (err instanceof HandlePollError) {
-        const p = w.firstPending?.();
-        throw new VoltError(
-          p
-            ? `writing ${p.length} bytes at offset ${p.offset} failed: ${errText(err.cause)}`
-            : `writing failed: ${errText(err.cause)}`,
-        );
-      }
+      if (err instanceof HandlePollError) throw w.pollFailed(err.cause);
       throw err;
     }
   }

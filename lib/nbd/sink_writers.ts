@@ -43,8 +43,8 @@ export interface SlotWriter {
   retire(out: number[]): void;
   /** Writes still in flight. */
   inFlight(): number;
-  /** The lowest range still being written, for naming the offset when the target fails. */
-  firstPending?(): { offset: number; length: number } | undefined;
+  /** The error for a target connection that failed while polling, naming the offset. */
+  pollFailed(cause: unknown): Error;
   /** All slots are written: make it durable as the sink promises, and close. */
   finish(): void;
   /** Releases everything; after a failure a file this writer created is removed. */
@@ -192,6 +192,10 @@ class RawWriter implements SlotWriter {
     return 0;
   }
 
+  pollFailed(cause: unknown): Error {
+    return new VoltError(`writing to ${this.#path} failed: ${errText(cause)}`);
+  }
+
   finish(): void {
     while (this.#behind.length > 0) this.#settle(this.#behind.shift()!);
     if (this.#sync && libc().fdatasync(this.#fd) < 0) {
@@ -311,11 +315,11 @@ class NbdWriter implements SlotWriter {
     }
   }
 
-  /** The lowest offset still being written (for error messages). */
-  firstPending(): PendingWrite | undefined {
+  pollFailed(cause: unknown): Error {
     let first: PendingWrite | undefined;
     for (const w of this.#pending.values()) if (!first || w.offset < first.offset) first = w;
-    return first;
+    if (!first) return new VoltError(`writing to ${this.#uri} failed: ${errText(cause)}`);
+    return writeFailed(this.#uri, first.offset, first.length, errText(cause));
   }
 
   inFlight(): number {
@@ -349,6 +353,9 @@ class NullWriter implements SlotWriter {
   retire(): void {}
   inFlight(): number {
     return 0;
+  }
+  pollFailed(cause: unknown): Error {
+    return new Error(errText(cause));
   }
   finish(): void {}
   close(): void {}
