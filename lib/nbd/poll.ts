@@ -48,6 +48,9 @@ export function pollHandles(handles: NbdHandle[], bell: Doorbell | undefined, ti
       if (dir & LIBNBD_AIO_DIRECTION.READ) events |= POLL.IN;
       if (dir & LIBNBD_AIO_DIRECTION.WRITE) events |= POLL.OUT;
       if (events) fd = h.aioGetFd();
+      // Commands in flight but nothing to wait for (a handle changing state): look again
+      // soon rather than sleep until the doorbell rings.
+      else if (timeout < 0 || timeout > 10) timeout = 10;
     }
     view.setInt32(8 * i, fd, true);
     view.setInt16(8 * i + 4, events, true);
