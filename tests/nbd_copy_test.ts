@@ -164,10 +164,16 @@ Deno.test("copy into a qcow2 served by a second qemu-nbd equals the source", asy
     "write -P 2 16M 1M",
     `write -P 3 ${size - 64 * KiB} 64k`,
   ]);
-  for (const writerThread of [false, true]) {
-    const target = dir.join(`dst-${writerThread}.qcow2`);
+  const cases = [
+    { writerThread: false, fresh: false },
+    { writerThread: true, fresh: false },
+    { writerThread: false, fresh: true },
+  ];
+  for (const { writerThread, fresh } of cases) {
+    const target = dir.join(`dst-${writerThread}-${fresh}.qcow2`);
     await createImage(target, size);
-    await qemuIo(target, ["write -P 0xee 20M 1M"]); // old data where the source has a hole
+    // Old data where the source has a hole: it must be zeroed.
+    if (!fresh) await qemuIo(target, ["write -P 0xee 20M 1M"]);
     {
       await using src = await startQemuNbd(disk, { readOnly: true });
       await using dst = await startQemuNbd(target, {});
@@ -175,9 +181,17 @@ Deno.test("copy into a qcow2 served by a second qemu-nbd equals the source", asy
         ? await copyNbd({ source: { uri: src.uri }, sink: nbdSink({ uri: dst.uri }), writerThread })
         : await cliCopy(src.uri, dst.uri);
       assert.equal(stats.bytesRead, 4 * MiB + 64 * KiB);
-      assert.equal(stats.bytesSkipped, 0, "an NBD target is zeroed unless --target-is-zero");
+      if (fresh) {
+        assert.equal(stats.bytesZeroed, 0, "a target whose map is all zero is not zeroed");
+        assert.equal(stats.bytesSkipped, size - stats.bytesRead);
+      } else {
+        assert.equal(stats.bytesSkipped, 0, "a target holding data has its holes zeroed");
+      }
     }
-    assert.ok(await imagesEqual(disk, "qcow2", target, "qcow2"), `writerThread ${writerThread}`);
+    assert.ok(
+      await imagesEqual(disk, "qcow2", target, "qcow2"),
+      JSON.stringify({ writerThread, fresh }),
+    );
   }
 });
 

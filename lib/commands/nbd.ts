@@ -79,7 +79,7 @@ export function runNbdCopy(options: NbdCopyOptions): Promise<CopyStats> {
     sink = nullSink();
   } else if (dst.includes("://")) {
     const target = parseNbdSource(dst);
-    sink = nbdSink(target, { targetIsZero: options.targetIsZero });
+    sink = nbdSink(target, { targetIsZero: options.targetIsZero || undefined });
   } else {
     sink = rawSink(dst, { sync: options.sync });
   }
@@ -201,7 +201,7 @@ A summary (bytes read, written, zero bytes skipped, time, rate) goes to stderr.`
     sync: { type: "boolean", description: "flush a raw file to disk before finishing" },
     "target-is-zero": {
       type: "boolean",
-      description: "the NBD target reads as zeros already: do not zero holes",
+      description: "the NBD target reads as zeros already (default: ask its map)",
     },
     ...OUTPUT_FORMAT_OPTION,
   },

@@ -26,7 +26,10 @@ export interface RawSink {
 export interface NbdSink {
   type: "nbd";
   target: NbdSource;
-  /** The target already reads as zeros (a new image): holes are not written (default false). */
+  /**
+   * The target already reads as zeros (a new image), so holes need not be zeroed. Default:
+   * decided from the target's `base:allocation` map (all zero → true).
+   */
   targetIsZero?: boolean;
 }
 

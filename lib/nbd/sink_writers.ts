@@ -22,6 +22,7 @@ import { VoltError } from "../errors.ts";
 import { SLOT_DATA } from "./copy_shared.ts";
 import type { BuiltinSink } from "./sink.ts";
 import { connectNbd, sourceUri } from "./source.ts";
+import { BASE_ALLOCATION, readExtents } from "./extents.ts";
 
 const EOPNOTSUPP = 95;
 const SEEK_END = 2;
@@ -242,7 +243,7 @@ class NbdWriter implements SlotWriter {
   constructor(sink: Extract<BuiltinSink, { type: "nbd" }>, size: number, requestSize: number) {
     this.#uri = sourceUri(sink.target);
     this.#requestSize = requestSize;
-    this.#h = connectNbd(sink.target, { name: "volt-target" });
+    this.#h = connectNbd(sink.target, { name: "volt-target", metaContexts: [BASE_ALLOCATION] });
     this.handles = [this.#h];
     try {
       if (this.#h.isReadOnly()) {
@@ -256,7 +257,7 @@ class NbdWriter implements SlotWriter {
       }
       this.#canZero = this.#h.canZero();
       this.#maxWrite = this.#h.blockSize("maximum") || 32 * 2 ** 20;
-      this.initiallyZero = sink.targetIsZero ?? false;
+      this.initiallyZero = sink.targetIsZero ?? readsAsZeros(this.#h);
     } catch (err) {
       this.#h.close();
       throw err;
@@ -341,6 +342,16 @@ class NbdWriter implements SlotWriter {
     if (this.#zeroBuffer) libc().free(this.#zeroBuffer);
     this.#zeroBuffer = null;
   }
+}
+
+/**
+ * Whether the whole export reads as zeros according to its `base:allocation` map (a new
+ * image): then holes need not be zeroed. Stops at the first extent that is not zero.
+ */
+function readsAsZeros(h: NbdHandle): boolean {
+  if (!h.canMetaContext(BASE_ALLOCATION)) return false;
+  for (const e of readExtents(h)) if (!e.zero) return false;
+  return true;
 }
 
 /** Discards everything. */
