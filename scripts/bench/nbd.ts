@@ -12,7 +12,8 @@
  *   before it exits) and qemu-img convert is followed by `sync FILE` inside the timed command;
  *   every output is on disk when its timer stops. volt without `--sync` is shown too.
  * - full copy into a new qcow2 served by a second, writable qemu-nbd: volt vs
- *   `nbdcopy --flush` (volt flushes the target at the end; nbdcopy only with --flush).
+ *   `nbdcopy --flush` (volt flushes the target at the end; nbdcopy only with --flush), and
+ *   `nbdcopy --flush --target-is-zero` (volt finds out that a new target reads as zeros).
  * - incremental (dirty ranges of b0, applied on top of the full copy, `--sync`) vs the full
  *   copy, with the bytes read.
  * - volt with `--depth 1` (one request at a time).
@@ -27,6 +28,8 @@ import { parseArgs } from "node:util";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const MiB = 2 ** 20;
+const QEMU_IMG = "qemu-img convert -W + sync";
+const NBDCOPY_TIZ = "nbdcopy --flush --target-is-zero";
 const GiB = 2 ** 30;
 
 /** One timed run of a command. */
@@ -155,7 +158,7 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
   });
   const rounds = Number(values.rounds);
   const size = values.quick ? GiB : 4 * GiB;
-  const dataBefore = values.quick ? 230 * MiB : 950 * MiB;
+  const dataBefore = values.quick ? 230 * MiB : 1060 * MiB;
   const dataDirty = values.quick ? 50 * MiB : 200 * MiB;
   const dir = await Deno.makeTempDir({ prefix: "volt-bench-nbd-" });
   const stops: (() => Promise<void>)[] = [];
@@ -226,7 +229,7 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
           },
           { name: "nbdcopy", before: rmRaw, argv: () => ["nbdcopy", srcUri, raw] },
           {
-            name: "qemu-img convert -W + sync",
+            name: QEMU_IMG,
             before: rmRaw,
             argv: () => [
               "sh",
@@ -247,7 +250,7 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
         ],
       },
       {
-        title: "full copy into a new qcow2 served by a second qemu-nbd (target flushed)",
+        title: "full copy into a new qcow2 served by a second qemu-nbd (target flushed at the end)",
         contenders: [
           {
             name: "volt",
@@ -259,6 +262,12 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
             name: "nbdcopy --flush",
             before: newTarget,
             argv: () => ["nbdcopy", "--flush", srcUri, tgtUri],
+            after: endTarget,
+          },
+          {
+            name: NBDCOPY_TIZ,
+            before: newTarget,
+            argv: () => ["nbdcopy", "--flush", "--target-is-zero", srcUri, tgtUri],
             after: endTarget,
           },
         ],
@@ -332,63 +341,35 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
     console.log("\nmedians (wall time, CPU seconds per GiB of data, peak RSS):");
     for (const r of rows) {
       console.log(
-        r.length === 1 ? r[0] : r[0].padEnd(32) + r.slice(1).map((x) => x.padStart(12)).join(""),
+        r.length === 1 ? r[0] : r[0].padEnd(38) + r.slice(1).map((x) => x.padStart(12)).join(""),
       );
     }
     const ratio = (a: string, b: string) => (t(a) / t(b)).toFixed(2);
     const cpuRatio = (a: string, b: string) =>
       (med(a, (s) => s.cpu) / med(b, (s) => s.cpu)).toFixed(2);
-    console.log("\nratios (time of volt / time of the other; target in brackets):");
-    console.log(
-      `  full to raw:     volt / nbdcopy               ${
-        ratio("volt --sync", "nbdcopy")
-      }  [<= 0.8]`,
-    );
-    console.log(
-      `  full to raw:     volt / qemu-img convert      ${
-        ratio("volt --sync", "qemu-img convert -W + sync")
-      }`,
-    );
-    console.log(
-      `  full to raw:     volt no sync / nbdcopy       ${ratio("volt (no sync)", "nbdcopy")}`,
-    );
-    console.log(
-      `  into qcow2:      volt / nbdcopy --flush       ${
-        ratio("volt", "nbdcopy --flush")
-      }  [<= 1.0]`,
-    );
-    console.log(
-      `  incremental:     incremental / full           ${
-        ratio("volt --bitmap b0 --sync", "volt --sync")
-      }  [<= 0.25]`,
-    );
-    console.log(
-      `  depth 1:         depth 1 / depth 8            ${
-        ratio("volt --depth 1 --sync", "volt --sync")
-      }`,
-    );
-    console.log(
-      `  CPU (raw):       volt / nbdcopy               ${
-        cpuRatio("volt --sync", "nbdcopy")
-      }  [<= 1.5]`,
-    );
-    console.log(
-      `  CPU (qcow2):     volt / nbdcopy               ${
-        cpuRatio("volt", "nbdcopy --flush")
-      }  [<= 1.5]`,
-    );
     const rss = Math.max(
       ...[...samples.entries()].filter(([k]) => k.startsWith("volt")).flatMap(([, v]) =>
         v.map((s) => s.rssKiB)
       ),
     );
-    console.log(
-      `  volt peak RSS (max over runs)                 ${(rss / 1024).toFixed(0)} MiB  [< 200]`,
-    );
-    console.log(
-      `  incremental bytes read: ${(bytesReadIncremental / MiB).toFixed(1)} MiB ` +
-        `(dirty ranges: ${(dirty / MiB).toFixed(1)} MiB)`,
-    );
+    const lines: [string, string, string][] = [
+      ["full to raw: volt / nbdcopy", ratio("volt --sync", "nbdcopy"), "<= 0.8"],
+      ["full to raw: volt / qemu-img convert", ratio("volt --sync", QEMU_IMG), ""],
+      ["full to raw: volt without sync / nbdcopy", ratio("volt (no sync)", "nbdcopy"), ""],
+      ["into qcow2: volt / nbdcopy --flush", ratio("volt", "nbdcopy --flush"), "<= 1.0"],
+      ["into qcow2: volt / nbdcopy --flush --target-is-zero", ratio("volt", NBDCOPY_TIZ), ""],
+      ["incremental / full", ratio("volt --bitmap b0 --sync", "volt --sync"), "<= 0.25"],
+      ["depth 1 / depth 8", ratio("volt --depth 1 --sync", "volt --sync"), ""],
+      ["CPU to raw: volt / nbdcopy", cpuRatio("volt --sync", "nbdcopy"), "<= 1.5"],
+      ["CPU into qcow2: volt / nbdcopy --flush", cpuRatio("volt", "nbdcopy --flush"), "<= 1.5"],
+      ["volt peak RSS, MiB (max over all runs)", (rss / 1024).toFixed(0), "< 200"],
+      ["incremental MiB read", (bytesReadIncremental / MiB).toFixed(1), ""],
+      ["  dirty MiB in the bitmap", (dirty / MiB).toFixed(1), ""],
+    ];
+    console.log("\nratios (time of volt / time of the other) [target]:");
+    for (const [label, value, target] of lines) {
+      console.log(`  ${label.padEnd(52)} ${value.padStart(6)}  ${target ? `[${target}]` : ""}`);
+    }
   } finally {
     for (const stop of stops) await stop().catch(() => {});
     if (values.keep) console.log(`kept ${dir}`);
