@@ -29,7 +29,7 @@ import { readQcow2Header } from "../qcow2/header.ts";
 import { run } from "../run.ts";
 import { InterruptedError } from "../signals.ts";
 import { knownFormat } from "./export.ts";
-import { closeFd, O, openFd } from "./fd.ts";
+import { clearFile, closeFd, O, openFd } from "./fd.ts";
 import { dataFormatOf, importFormatsFor } from "./formats.ts";
 import { AT, check, cString, E, OsCallError, sys } from "./libc.ts";
 import { decodeMetaJson, decodeMetaLength } from "./meta_header.ts";
@@ -235,6 +235,8 @@ async function importDisk(
     } else {
       const fd = openFd(path, O.RDWR);
       try {
+        // A new raw image reads as zeros; a new qcow2/vmdk has metadata to drop.
+        if (data !== "raw") clearFile(fd);
         const got = await writeSparse(fd, source.chunks(), { maxBytes: limits?.max, signal });
         if (limits) checkLength(got, limits);
       } finally {

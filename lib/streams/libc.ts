@@ -2,8 +2,7 @@
  * The libc calls the stream engine makes on plain file descriptors: moving bytes between a
  * file and a pipe inside the kernel (`splice`, `vmsplice`, `sendfile`, `copy_file_range`),
  * finding data and holes (`lseek` with `SEEK_DATA`/`SEEK_HOLE`), sizing pipes (`fcntl`
- * `F_SETPIPE_SZ`), waiting without blocking the event loop (`poll`, also as a `nonblocking`
- * call), and creating unnamed files that only appear when complete (`O_TMPFILE` + `linkat`).
+ * `F_SETPIPE_SZ`), waiting for input (`poll`), and creating unnamed files that only appear when complete (`O_TMPFILE` + `linkat`).
  *
  * `errno`, `strerror` and {@link OsCallError} come from `ffi/libc.ts`. Linux (glibc) only.
  *
@@ -31,6 +30,8 @@ const SYMBOLS = {
   lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
   // int ftruncate (int fd, off_t length);
   ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  // int fallocate (int fd, int mode, off_t offset, off_t len);
+  fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
   // int fcntl (int fd, int cmd, ... /* int arg */);
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   // ssize_t splice (int fd_in, loff_t *off_in, int fd_out, loff_t *off_out, size_t len, unsigned flags);
@@ -48,13 +49,6 @@ const SYMBOLS = {
   memcmp: { parameters: ["buffer", "buffer", "usize"], result: "i32" },
   // int poll (struct pollfd *fds, nfds_t nfds, int timeout);
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
-  // The same, run on a worker thread so the event loop (signals) keeps turning meanwhile.
-  pollAsync: {
-    name: "poll",
-    parameters: ["buffer", "u64", "i32"],
-    result: "i32",
-    nonblocking: true,
-  },
   // int linkat (int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags);
   linkat: { parameters: ["i32", "buffer", "i32", "buffer", "i32"], result: "i32" },
   // pid_t getpid (void); as a nonblocking call: a cheap turn of the event loop.
@@ -101,6 +95,8 @@ export const SEEK = { SET: 0, CUR: 1, END: 2, DATA: 3, HOLE: 4 } as const;
 export const F = { GETFL: 3, SETPIPE_SZ: 1031, GETPIPE_SZ: 1032 } as const;
 /** `splice` flags. */
 export const SPLICE_F = { MOVE: 1, NONBLOCK: 2, MORE: 4 } as const;
+/** `fallocate` modes. */
+export const FALLOC_FL = { KEEP_SIZE: 1, PUNCH_HOLE: 2 } as const;
 /** `poll` events. */
 export const POLLIN = 1;
 /** `linkat` flags and the "current directory" descriptor. */

@@ -1,8 +1,8 @@
 /**
  * {@link FdSource}: an import stream read from a file descriptor (stdin or a file).
  *
- * From a pipe it reads in chunks of up to 1 MiB (the pipe enlarged to match), waiting for
- * input on a worker thread so signals still reach the importer. From a regular file it finds
+ * From a pipe (enlarged to 1 MiB) it reads in chunks of 256 KiB, waiting for input in
+ * slices short enough that signals still reach the importer. From a regular file it finds
  * holes with `SEEK_DATA`/`SEEK_HOLE` and hands them on as runs of zeros without reading them.
  * Headers are read with exact-length reads, so nothing is read ahead: the rest of stdin can be
  * handed to a child process (tar).
@@ -26,8 +26,11 @@ import {
 import { check, SEEK, sys } from "./libc.ts";
 import { dataExtents } from "./extents.ts";
 
-/** Size of the chunks read from a pipe or file. */
-export const CHUNK_SIZE = 1 << 20;
+/**
+ * Size of the chunks read from a pipe or file: 256 KiB stays in the CPU cache between the read
+ * and the write, which measured faster than 64 KiB or 1 MiB.
+ */
+export const CHUNK_SIZE = 256 * 1024;
 
 /** An import source: stdin (`-`) or a stream file. */
 export class FdSource implements StreamSource {

@@ -39,8 +39,9 @@ const BLOCK_BIG = BigInt(SPARSE_BLOCK);
 
 /**
  * Writes `chunks` into the open file `fd` from offset 0, leaving zero blocks as holes, and
- * sets the file's length to the number of bytes written, which it returns. The file's former
- * contents are dropped first.
+ * sets the file's length to the number of bytes written, which it returns. Where nothing is
+ * written the file must already read as zeros: a new file, a new raw image, or one cleared
+ * with `clearFile` (not truncated to 0 first: see there).
  *
  * @example
  * ```ts
@@ -63,7 +64,6 @@ export async function writeSparse(
 ): Promise<number> {
   const { maxBytes, signal } = options;
   const libc = sys();
-  truncateFd(fd, 0);
   let pos = 0;
   for await (const chunk of chunks) {
     if (signal?.aborted) throw interrupted(signal);
