@@ -1,6 +1,6 @@
 // Round trips: export then import, through files and through real pipes, contents compared.
 import assert from "node:assert/strict";
-import { exists, listDir, pattern, sh, StreamEnv } from "./helpers/streams_env.ts";
+import { exists, listDir, pattern, sh, StreamEnv, voltShell } from "./helpers/streams_env.ts";
 
 const te = new TextEncoder();
 
@@ -69,7 +69,41 @@ Deno.test("qcow2 with an internal snapshot round trips with --with-snapshots (fi
     await sh("qemu-img", ["compare", "-f", "qcow2", "-F", "qcow2", src, dst]);
     assert.match(await sh("qemu-img", ["snapshot", "-l", dst]), /snap1/);
     await env.ok(["free", "other:100/vm-100-disk-0.qcow2"]);
+
+    const file = env.join(`q-${format}`);
+    await env.ok(["export", "local:100/vm-100-disk-0.qcow2", format, file, "--with-snapshots"]);
+    await env.ok(["import", "other:100/vm-100-disk-1.qcow2", format, file, "--with-snapshots"]);
+    await cmp(src, env.path("100/vm-100-disk-1.qcow2", "other"));
+    await env.ok(["free", "other:100/vm-100-disk-1.qcow2"]);
   }
+});
+
+Deno.test("import reads stdin redirected from a stream file (raw, and tar handed to tar)", async () => {
+  await using env = new StreamEnv();
+  const src = env.put("100/vm-100-disk-0.raw", pattern(300_000));
+  const file = env.join("raw.stream");
+  await env.ok(["export", "local:100/vm-100-disk-0.raw", "images+meta", file]);
+  const r = await env.shell(
+    `${voltShell(["import", "local:100/vm-100-disk-1.raw", "images+meta", "-"])} < '${file}'`,
+  );
+  assert.equal(r.code, 0, r.stderr);
+  await cmp(src, env.path("100/vm-100-disk-1.raw"));
+
+  const dir = env.path("101/subvol-101-disk-0.subvol");
+  Deno.mkdirSync(`${dir}/a/b`, { recursive: true });
+  Deno.writeTextFileSync(`${dir}/a/b/c.txt`, "deep\n");
+  const tarFile = env.join("ct.stream");
+  await env.ok(["export", "local:101/subvol-101-disk-0.subvol", "rootdir+meta", tarFile]);
+  const t = await env.shell(
+    `${
+      voltShell(["import", "local:101/subvol-101-disk-1.subvol", "rootdir+meta", "-"])
+    } < '${tarFile}'`,
+  );
+  assert.equal(t.code, 0, t.stderr);
+  assert.equal(
+    Deno.readTextFileSync(`${env.path("101/subvol-101-disk-1.subvol")}/a/b/c.txt`),
+    "deep\n",
+  );
 });
 
 Deno.test("qcow2 exported as raw (converted, into a pipe) imports into a raw volume with the same contents", async () => {

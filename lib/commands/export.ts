@@ -12,11 +12,13 @@ import { storagesFromArgs } from "./common.ts";
 
 /** Options of {@link runExport}. */
 export interface ExportOptions {
+  /** Volume to export. */
   volid: string;
   /** Stream format, e.g. `raw+size`, `images+meta`. */
   format: string;
   /** Output file, or `-` for stdout. */
   file: string;
+  /** Carry the snapshots (qcow2/vmdk file as it is). */
   withSnapshots?: boolean;
 }
 

@@ -12,7 +12,9 @@ import { storagesFromArgs } from "./common.ts";
 
 /** Options of {@link runExportFormats} and {@link runImportFormats}. */
 export interface FormatsOptions {
+  /** The volume (for import: the volume to be created). */
   volid: string;
+  /** Formats that carry the snapshots. */
   withSnapshots?: boolean;
 }
 

@@ -13,10 +13,13 @@ import { storagesFromArgs } from "./common.ts";
 
 /** Options of {@link runImport}. */
 export interface ImportOptions {
+  /** Volume to create. */
   volid: string;
+  /** Stream format, e.g. `raw+size`. */
   format: string;
   /** Stream file, or `-` for stdin. */
   file: string;
+  /** The stream carries snapshots (qcow2+size, vmdk+size). */
   withSnapshots?: boolean;
   /** Take the next free disk name when `volid` exists (images, rootdir). */
   allowRename?: boolean;

@@ -21,7 +21,9 @@ export interface MigrateOptions {
   source: string;
   /** Target storage, or `storage:volname` (default: the source's volume name). */
   target: string;
+  /** Carry the snapshots (qcow2/vmdk). */
   withSnapshots?: boolean;
+  /** When the target exists, use the next free disk name. */
   allowRename?: boolean;
   /** Bandwidth limit in KiB/s. */
   bwlimit?: number;

@@ -40,7 +40,9 @@ const PIECE = 1 << 20;
  * ```
  */
 export class StreamChannel {
+  /** The exporter's end. */
   readonly sink: StreamSink;
+  /** The importer's end. */
   readonly source: StreamSource;
   #queue: StreamChunk[] = [];
   #queued = 0;
@@ -55,6 +57,7 @@ export class StreamChannel {
   #start = performance.now();
   #bytes = 0;
 
+  /** An empty, open channel. */
   constructor(options: ChannelOptions = {}) {
     this.#highWaterMark = options.highWaterMark ?? 8 << 20;
     this.#bwlimit = options.bwlimit;

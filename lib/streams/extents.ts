@@ -17,8 +17,11 @@ import { E, OsCallError, SEEK, sys } from "./libc.ts";
 
 /** A run of a file that holds data or is a hole. */
 export interface FileExtent {
+  /** Start in the file. */
   offset: number;
+  /** Length in bytes. */
   length: number;
+  /** Data (true) or a hole (false). */
   data: boolean;
 }
 

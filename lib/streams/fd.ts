@@ -157,6 +157,7 @@ export function interrupted(signal: AbortSignal): Error {
 export class EventLoopYielder {
   #last = performance.now();
   #interval: number;
+  /** Yields at most every `intervalMs` milliseconds. */
   constructor(intervalMs = 50) {
     this.#interval = intervalMs;
   }

@@ -60,6 +60,7 @@ function outputError(err: unknown, name: string): unknown {
 /** An export destination: stdout (`-`) or a file created for the stream. */
 export class FdSink implements StreamSink {
   readonly fd?: number;
+  /** What the descriptor is, which decides how bytes are moved. */
   readonly kind: FdKind;
   #fd: number;
   #name: string;

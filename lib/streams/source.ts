@@ -35,6 +35,7 @@ export const CHUNK_SIZE = 256 * 1024;
 /** An import source: stdin (`-`) or a stream file. */
 export class FdSource implements StreamSource {
   readonly fd?: number;
+  /** What the descriptor is: a regular file is read by extents, anything else in chunks. */
   readonly kind: FdKind;
   #fd: number;
   #owned: boolean;
