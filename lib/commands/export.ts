@@ -6,6 +6,7 @@
 
 import type { CommandSpec } from "../cli/command.ts";
 import { VoltError } from "../errors.ts";
+import { InterruptedError, withTermination } from "../signals.ts";
 import type { Storages } from "../storage/storages.ts";
 import { FdSink } from "../streams/sink.ts";
 import { storagesFromArgs } from "./common.ts";
@@ -24,24 +25,35 @@ export interface ExportOptions {
 
 /**
  * Writes the volume to the file (created or truncated) or to stdout. Nothing but stream bytes
- * reaches stdout. A file left by a failed export is removed.
+ * reaches stdout. A file left by a failed or interrupted (SIGINT/SIGTERM) export is removed.
+ * Into stdout, a signal ends volt at once as usual: the reader sees a short stream, which
+ * `volt import` detects.
  */
 export async function runExport(storages: Storages, options: ExportOptions): Promise<void> {
   const v = await storages.volume(options.volid);
-  if (!v.plugin.volumeExport) {
+  const exporter = v.plugin.volumeExport;
+  if (!exporter) {
     throw new VoltError(`storage type '${v.storage.type}' does not support export`);
   }
-  const sink = options.file === "-" ? FdSink.stdout() : FdSink.create(options.file);
-  try {
-    await v.plugin.volumeExport(v.storage, v.volname, options.format, sink, {
-      withSnapshots: options.withSnapshots,
-      log: (_level, message) => console.error(message),
-    });
-    sink.close();
-  } catch (err) {
-    await sink.discard();
-    throw err;
-  }
+  const go = async (sink: FdSink, signal?: AbortSignal) => {
+    try {
+      await exporter.call(v.plugin, v.storage, v.volname, options.format, sink, {
+        withSnapshots: options.withSnapshots,
+        signal,
+        log: (_level, message) => console.error(message),
+      });
+      sink.close();
+    } catch (err) {
+      await sink.discard();
+      if (signal?.aborted) {
+        throw new InterruptedError(`export of '${v.volid}'`, String(signal.reason));
+      }
+      throw err;
+    }
+  };
+  if (options.file === "-") return await go(FdSink.stdout());
+  // Writing a file never blocks for long, so signals can be handled (and the file removed).
+  await withTermination((signal) => go(FdSink.create(options.file), signal));
 }
 
 /** `volt export`. */

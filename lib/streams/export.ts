@@ -116,7 +116,7 @@ export async function exportPathVolume(
     const which = withSnapshots ? "with snapshots" : "without snapshots";
     throw new VoltError(
       `volume export format ${format} not available for '${volid}' ${which} (${
-        available.length > 0 ? `available: ${available.join(", ")}` : "none is"
+        available.length > 0 ? `available: ${available.join(", ")}` : "it offers none"
       })`,
     );
   }
@@ -173,6 +173,27 @@ async function assertDirectory(path: string, volid: string): Promise<void> {
   if (!st.isDirectory) throw new VoltError(`volume '${volid}': '${path}' is not a directory`);
 }
 
+/** Slices of a long extent, so that a signal is noticed between them. */
+const SLICE = 64 << 20;
+
+/** `length` bytes of `fd` from `offset` into the sink, or zeros when `fd` is -1. */
+async function emit(
+  sink: StreamSink,
+  fd: number,
+  offset: number,
+  length: number,
+  yielder: EventLoopYielder,
+  signal?: AbortSignal,
+): Promise<void> {
+  for (let done = 0; done < length;) {
+    const n = Math.min(SLICE, length - done);
+    if (fd < 0) await sink.writeZeros(n);
+    else await sink.writeRange(fd, offset + done, n);
+    done += n;
+    await yielder.maybeYield(signal);
+  }
+}
+
 /** The file at `path`, byte for byte; holes go out as zeros without being read. */
 export async function copyFile(
   path: string,
@@ -184,9 +205,7 @@ export async function copyFile(
     const end = Number((await Deno.stat(path)).size);
     const yielder = new EventLoopYielder();
     for (const e of dataExtents(fd, 0, end)) {
-      if (e.data) await sink.writeRange(fd, e.offset, e.length);
-      else await sink.writeZeros(e.length);
-      await yielder.maybeYield(signal);
+      await emit(sink, e.data ? fd : -1, e.offset, e.length, yielder, signal);
     }
   } finally {
     closeFd(fd);
@@ -223,9 +242,7 @@ async function convertToRaw(
     for (let d = 0; d <= map.maxDepth; d++) fds.push(openFd(chain[d], O.RDONLY));
     const yielder = new EventLoopYielder();
     for (const e of map.extents()) {
-      if (e.data) await sink.writeRange(fds[e.depth], e.fileOffset, e.length);
-      else await sink.writeZeros(e.length);
-      await yielder.maybeYield(signal);
+      await emit(sink, e.data ? fds[e.depth] : -1, e.fileOffset, e.length, yielder, signal);
     }
   } finally {
     for (const fd of fds) closeFd(fd);
