@@ -236,6 +236,40 @@ Deno.test("an imported qcow2 with a backing file is refused (it could point anyw
   assertNoImages(env);
 });
 
+Deno.test("a vmdk naming a parent is refused on import and on export", async () => {
+  await using env = new StreamEnv();
+  const dir = env.join("v");
+  Deno.mkdirSync(dir);
+  await sh("qemu-img", ["create", "-q", "-f", "vmdk", `${dir}/base.vmdk`, "1M"]);
+  await sh("qemu-img", [
+    "create",
+    "-q",
+    "-f",
+    "vmdk",
+    "-F",
+    "vmdk",
+    "-b",
+    "base.vmdk",
+    `${dir}/child.vmdk`,
+  ]);
+  const child = Deno.readFileSync(`${dir}/child.vmdk`);
+  failsWith(
+    await env.volt(
+      ["import", "local:100/vm-100-disk-0.vmdk", "vmdk+size", "-", "--with-snapshots"],
+      concat(le64(1024 * 1024), child),
+    ),
+    /imported vmdk image names a parent 'base.vmdk': refusing it/,
+  );
+  assertNoImages(env);
+  env.put("100/vm-100-disk-1.vmdk", child);
+  env.put("100/base.vmdk", Deno.readFileSync(`${dir}/base.vmdk`));
+  failsWith(
+    await env.volt(["export", "local:100/vm-100-disk-1.vmdk", "raw+size", env.join("o")]),
+    /names a parent image 'base.vmdk': refusing to read it/,
+  );
+  assert.ok(!exists(env.join("o")));
+});
+
 Deno.test("a storage with snapshot-as-volume-chain refuses qcow2 imports with snapshots", async () => {
   await using env = new StreamEnv();
   const src = env.join("a.qcow2");

@@ -34,6 +34,7 @@ import {
 import { encodeMetaHeader } from "./meta_header.ts";
 import { encodeSizeHeader } from "./size_header.ts";
 import { childIntoSink, tarCreate } from "./tar.ts";
+import { vmdkParent } from "./vmdk.ts";
 
 /** The plugin members the generic export uses. */
 export type PathPlugin = Pick<
@@ -132,6 +133,14 @@ export async function exportPathVolume(
       throw new VoltError(
         `cannot export '${volid}' with snapshots: it is the top of a volume chain (backing file '${info.backing}'), whose snapshots are separate files; export it without --with-snapshots to send its current state as raw`,
       );
+    }
+    if (v.format === "vmdk") {
+      const parent = await vmdkParent(path);
+      if (parent !== undefined) {
+        throw new VoltError(
+          `volume '${volid}' names a parent image '${parent}': refusing to read it (not a self-contained vmdk)`,
+        );
+      }
     }
     size = info.size;
   } else if (data !== "tar") {

@@ -36,6 +36,7 @@ import { decodeMetaJson, decodeMetaLength } from "./meta_header.ts";
 import { decodeSizeHeader, SIZE_HEADER_LENGTH } from "./size_header.ts";
 import { writeSparse } from "./sparse_writer.ts";
 import { tarExtract } from "./tar.ts";
+import { vmdkParent } from "./vmdk.ts";
 
 /** The plugin members the generic import uses. */
 export type PathImportPlugin = Pick<
@@ -176,7 +177,7 @@ async function importChecked(
   }
   if (ws && data === "qcow2" && isChainStorage(storage)) {
     throw new VoltError(
-      `cannot import '${volid}' with snapshots: storage '${storage.id}' keeps snapshots as volume chains (snapshot-as-volume-chain), which a qcow2 stream cannot carry; import without --with-snapshots`,
+      `cannot import '${volid}' with snapshots: storage '${storage.id}' keeps snapshots as volume chains (snapshot-as-volume-chain), which a qcow2 stream's internal snapshots cannot become; import into a .raw volume without --with-snapshots`,
     );
   }
 
@@ -290,10 +291,12 @@ async function verifyImage(
       );
     }
   } else {
-    const head = await readHead(path, 4);
-    if (new TextDecoder().decode(head) !== "KDMV") {
-      throw new SyntaxError(
-        "imported data is not a monolithic sparse vmdk image (a descriptor could name other files)",
+    const parent = await vmdkParent(path).catch((err) => {
+      throw new SyntaxError(`imported data: ${(err as Error).message}`);
+    });
+    if (parent !== undefined) {
+      throw new VoltError(
+        `imported vmdk image names a parent '${parent}': refusing it (a stream carries one self-contained image)`,
       );
     }
   }
@@ -316,13 +319,6 @@ async function verifyImage(
       `imported ${format} image has a virtual size of ${info.size} bytes, its size header announced ${size}`,
     );
   }
-}
-
-async function readHead(path: string, n: number): Promise<Uint8Array> {
-  using f = await Deno.open(path, { read: true });
-  const buf = new Uint8Array(n);
-  const got = await f.read(buf);
-  return buf.subarray(0, got ?? 0);
 }
 
 async function exists(path: string): Promise<boolean> {
