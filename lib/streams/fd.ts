@@ -17,6 +17,7 @@ import {
   O,
   OsCallError,
   POLLIN,
+  POLLOUT,
   retry,
   SEEK,
   sys,
@@ -201,8 +202,27 @@ export function writeAll(fd: number, bytes: Uint8Array): void {
   let off = 0;
   while (off < bytes.length) {
     const rest = bytes.subarray(off);
-    off += retry(() => sys().write(fd, rest, BigInt(rest.length)), "write");
+    const n = Number(sys().write(fd, rest, BigInt(rest.length)));
+    if (n >= 0) {
+      off += n;
+      continue;
+    }
+    const code = errno();
+    if (code === E.EAGAIN) waitWritable(fd);
+    else if (code !== E.EINTR) throw new OsCallError("write", code);
   }
+}
+
+/**
+ * Blocks until `fd` can take more output: for a descriptor someone else made non-blocking
+ * (`O_NONBLOCK` on a shared pipe), where writes fail with `EAGAIN` instead of waiting.
+ */
+export function waitWritable(fd: number): void {
+  const pfd = new Uint8Array(8);
+  const view = new DataView(pfd.buffer);
+  view.setInt32(0, fd, true);
+  view.setInt16(4, POLLOUT, true);
+  sys().poll(pfd, 1n, -1);
 }
 
 /** Reads exactly `buf.length` bytes at `offset` with `pread` (fewer only at end of file). */

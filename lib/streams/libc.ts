@@ -99,6 +99,8 @@ export const SPLICE_F = { MOVE: 1, NONBLOCK: 2, MORE: 4 } as const;
 export const FALLOC_FL = { KEEP_SIZE: 1, PUNCH_HOLE: 2 } as const;
 /** `poll` events. */
 export const POLLIN = 1;
+/** `poll`: writable. */
+export const POLLOUT = 4;
 /** `linkat` flags and the "current directory" descriptor. */
 export const AT = { FDCWD: -100, SYMLINK_FOLLOW: 0x400 } as const;
 /** errno values the stream engine handles. */

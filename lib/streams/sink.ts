@@ -29,6 +29,7 @@ import {
   openFd,
   preadFull,
   truncateFd,
+  waitWritable,
   writeAll,
 } from "./fd.ts";
 import { E, OsCallError, SEEK, SPLICE_F, sys, ZEROS } from "./libc.ts";
@@ -207,6 +208,10 @@ export class FdSink implements StreamSink {
       if (r < 0) {
         const err = new OsCallError("vmsplice", errnoOf());
         if (err.errno === E.EINTR) continue;
+        if (err.errno === E.EAGAIN) {
+          waitWritable(this.#fd);
+          continue;
+        }
         if (err.errno === E.EINVAL || err.errno === E.ENOSYS) {
           writeAll(this.#fd, ZEROS.subarray(0, n));
           left -= n;
@@ -252,6 +257,10 @@ export class FdSink implements StreamSink {
       if (r < 0) {
         const code = errnoOf();
         if (code === E.EINTR) continue;
+        if (code === E.EAGAIN) {
+          waitWritable(this.#fd);
+          continue;
+        }
         if (
           method !== "rw" &&
           FALLBACK_ERRNOS.includes(code)
