@@ -14,7 +14,7 @@ import { preadFull } from "./fd.ts";
 
 /** Options of {@link StreamChannel}. */
 export interface ChannelOptions {
-  /** Bytes of data queued before the writer waits (default 8 MiB). */
+  /** Bytes of data queued before the writer waits (default 4 MiB). */
   highWaterMark?: number;
   /** Limit the stream to this many bytes per second (zeros count too, as in a pipe). */
   bwlimit?: number;
@@ -22,7 +22,8 @@ export interface ChannelOptions {
   onProgress?: (bytes: number) => void;
 }
 
-const PIECE = 1 << 20;
+/** Size of the buffers file ranges are read into (recycled once the reader is done). */
+const PIECE = 256 * 1024;
 
 /**
  * A bounded in-process stream: write into {@link StreamChannel.sink}, read from
@@ -56,10 +57,14 @@ export class StreamChannel {
   #wakeWriter?: () => void;
   #start = performance.now();
   #bytes = 0;
+  // Buffers of file ranges, reused once the reader has moved past them: without this, memory
+  // grows with garbage the collector has not got to yet.
+  #pool: ArrayBuffer[] = [];
+  #pooled = new WeakSet<ArrayBuffer>();
 
   /** An empty, open channel. */
   constructor(options: ChannelOptions = {}) {
-    this.#highWaterMark = options.highWaterMark ?? 8 << 20;
+    this.#highWaterMark = options.highWaterMark ?? 4 << 20;
     this.#bwlimit = options.bwlimit;
     this.#onProgress = options.onProgress;
     this.sink = {
@@ -128,7 +133,13 @@ export class StreamChannel {
 
   async #pushRange(fd: number, offset: number, length: number): Promise<void> {
     for (let pos = offset; pos < offset + length;) {
-      const buf = new Uint8Array(Math.min(PIECE, offset + length - pos));
+      const n = Math.min(PIECE, offset + length - pos);
+      let ab = this.#pool.pop();
+      if (!ab) {
+        ab = new ArrayBuffer(PIECE);
+        this.#pooled.add(ab);
+      }
+      const buf = new Uint8Array(ab, 0, n);
       const got = preadFull(fd, buf, pos);
       if (got < buf.length) {
         throw new VoltError(
@@ -199,6 +210,10 @@ export class StreamChannel {
           return;
         }
         yield chunk;
+        // The reader asked for the next chunk: this one's buffer may be reused.
+        if ("data" in chunk && this.#pooled.has(chunk.data.buffer as ArrayBuffer)) {
+          this.#pool.push(chunk.data.buffer as ArrayBuffer);
+        }
       }
     } finally {
       if (!done) this.cancel(new VoltError("the importer stopped reading the stream"));

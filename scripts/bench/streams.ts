@@ -173,6 +173,16 @@ const cases: Case[] = [
       ),
     cleanup: rmImported,
   },
+  {
+    name: "volt migrate (in process)",
+    target: 1.0,
+    volt: () => timed(rssWrap(volt(["migrate", `local:${volname}`, importVol]), rss1), [rss1]),
+    ref: () =>
+      timed(
+        `dd if=${q(img)} bs=4k status=none | dd of=${q(outRaw)} conv=sparse bs=64k status=none`,
+      ),
+    cleanup: rmImported,
+  },
 ];
 
 try {
@@ -232,7 +242,7 @@ try {
   console.log(line(header));
   for (const r of rows) console.log(line(r));
   console.log(
-    `references: dd if=IMG bs=4k | cat; cat IMG > /dev/null; cat IMG | dd conv=sparse bs=64k; dd bs=4k | dd conv=sparse bs=64k`,
+    `references: dd if=IMG bs=4k | cat; cat IMG > /dev/null; cat IMG | dd conv=sparse bs=64k; dd bs=4k | dd conv=sparse bs=64k (also for migrate)`,
   );
   console.log(
     `allocated after import: volt ${(duVolt / MiB).toFixed(1)} MiB, dd conv=sparse ${
