@@ -185,7 +185,7 @@ apply an incremental copy on top of the previous full copy.
 A summary (bytes read, written, zero bytes skipped, time, rate) goes to stderr.`,
   options: {
     bitmap: { type: "string", arg: "NAME", description: "copy only what bitmap NAME marks" },
-    depth: { type: "string", arg: "N", description: "read requests in flight (default 8)" },
+    depth: { type: "string", arg: "N", description: "read requests in flight (default 4)" },
     connections: {
       type: "string",
       arg: "N",

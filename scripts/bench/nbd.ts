@@ -359,7 +359,7 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
       ["into qcow2: volt / nbdcopy --flush", ratio("volt", "nbdcopy --flush"), "<= 1.0"],
       ["into qcow2: volt / nbdcopy --flush --target-is-zero", ratio("volt", NBDCOPY_TIZ), ""],
       ["incremental / full", ratio("volt --bitmap b0 --sync", "volt --sync"), "<= 0.25"],
-      ["depth 1 / depth 8", ratio("volt --depth 1 --sync", "volt --sync"), ""],
+      ["depth 1 / depth 4 (default)", ratio("volt --depth 1 --sync", "volt --sync"), ""],
       ["CPU to raw: volt / nbdcopy", cpuRatio("volt --sync", "nbdcopy"), "<= 1.5"],
       ["CPU into qcow2: volt / nbdcopy --flush", cpuRatio("volt", "nbdcopy --flush"), "<= 1.5"],
       ["volt peak RSS, MiB (max over all runs)", (rss / 1024).toFixed(0), "< 200"],
