@@ -39,7 +39,7 @@ export type { SnapshotVolume } from "./chain.ts";
 function assertQcow2(vol: SnapshotVolume): void {
   if (vol.format !== "qcow2") {
     throw new VoltError(
-      `${volumeWhat(vol)}: can't snapshot a ${vol.format} volume: snapshots need qcow2`,
+      `${volumeWhat(vol)} is a ${vol.format} image: snapshots need qcow2`,
     );
   }
 }
