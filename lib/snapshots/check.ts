@@ -55,27 +55,31 @@ export function checkVolume(
 ): Promise<VolumeCheckReport> {
   return withSnapshotLock(vol, async () => {
     const problems: VolumeCheckProblem[] = [];
-    let remaining: Found[] = [];
-    let chain: ChainFile[] | undefined;
-    for (let round = 0; round < 50; round++) {
-      const d = await diagnose(vol);
-      chain = d.chain;
-      const next = options.repair ? d.problems.find((p) => p.fix) : undefined;
-      if (!next) {
-        remaining = d.problems;
+    let d = await diagnose(vol);
+    const done = new Set<string>();
+    for (let round = 0; options.repair && round < 50; round++) {
+      const next = d.problems.find((p) => p.fix);
+      if (!next) break;
+      const key = `${next.code}:${next.file ?? ""}`;
+      if (done.has(key)) {
+        next.repaired = false;
+        next.repairError = "it came back after being repaired";
         break;
       }
       try {
         await next.fix!();
-        next.repaired = true;
-        problems.push(strip(next));
       } catch (err) {
         next.repaired = false;
         next.repairError = errorLine(err);
-        remaining = d.problems;
         break;
       }
+      next.repaired = true;
+      done.add(key);
+      problems.push(strip(next));
+      d = await diagnose(vol);
     }
+    const remaining = d.problems;
+    const chain = d.chain;
     const pending = remaining.some((p) => p.fix);
     if (chain && !pending) remaining.push(...await checkImages(chain, !!options.repair));
     for (const p of remaining) {
