@@ -50,11 +50,22 @@ const hasTime = (() => {
 const q = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 const volt = (args: string[]) => [Deno.execPath(), "run", "-A", MAIN, ...args].map(q).join(" ");
 
-/** Runs a shell line; returns seconds and the peak RSS (KiB) written to `rssFile` if any. */
-async function timed(script: string, rssFiles: string[] = []): Promise<{ s: number; rss: number }> {
+/** What one run cost: wall seconds, CPU seconds of all its processes, peak RSS (KiB) of volt. */
+interface Run {
+  s: number;
+  cpu: number;
+  rss: number;
+}
+
+/**
+ * Runs a shell line; returns wall and CPU time (user + system of every process in it: on a
+ * shared machine the steadier figure) and the peak RSS written to `rssFiles`, if any.
+ */
+async function timed(script: string, rssFiles: string[] = []): Promise<Run> {
+  const cpuFile = `${tmp}/cpu`;
   const t0 = performance.now();
-  const out = await new Deno.Command("sh", {
-    args: ["-c", script],
+  const out = await new Deno.Command(hasTime ? "/usr/bin/time" : "sh", {
+    args: hasTime ? ["-o", cpuFile, "-f", "%U %S", "sh", "-c", script] : ["-c", script],
     env,
     stdout: "null",
     stderr: "piped",
@@ -63,13 +74,18 @@ async function timed(script: string, rssFiles: string[] = []): Promise<{ s: numb
   if (out.code !== 0) {
     throw new Error(`failed (${out.code}): ${script}\n${new TextDecoder().decode(out.stderr)}`);
   }
+  let cpu = 0;
+  if (hasTime) {
+    const [u, sys] = Deno.readTextFileSync(cpuFile).trim().split("\n").at(-1)!.split(" ");
+    cpu = Number(u) + Number(sys);
+  }
   let rss = 0;
   for (const f of rssFiles) {
     try {
       rss = Math.max(rss, Number(Deno.readTextFileSync(f).trim().split("\n").at(-1)));
     } catch { /* no measurement */ }
   }
-  return { s, rss };
+  return { s, cpu, rss };
 }
 
 /** `/usr/bin/time -o FILE -f %M` in front of a command, when available. */
@@ -106,8 +122,8 @@ function makeImage(path: string): void {
 interface Case {
   name: string;
   target: number;
-  volt: () => Promise<{ s: number; rss: number }>;
-  ref: () => Promise<{ s: number; rss: number }>;
+  volt: () => Promise<Run>;
+  ref: () => Promise<Run>;
   cleanup?: () => Promise<void>;
 }
 
@@ -204,6 +220,8 @@ try {
     if (values.only && !c.name.includes(values.only)) continue;
     const vt: number[] = [];
     const rt: number[] = [];
+    const vc: number[] = [];
+    const rc: number[] = [];
     for (let i = 0; i < runs; i++) {
       const order = i % 2 === 0 ? ["volt", "ref"] : ["ref", "volt"];
       for (const side of order) {
@@ -211,10 +229,12 @@ try {
         const r = side === "volt" ? await c.volt() : await c.ref();
         if (side === "volt") {
           vt.push(r.s);
+          vc.push(r.cpu);
           peak = Math.max(peak, r.rss);
           if (c.cleanup) duVolt = du(importPath);
         } else {
           rt.push(r.s);
+          rc.push(r.cpu);
           if (c.cleanup) duRef = du(outRaw);
         }
       }
@@ -234,9 +254,10 @@ try {
       `${ratio.toFixed(2)}x`,
       `>= ${c.target.toFixed(1)}x`,
       ok ? "ok" : "BELOW",
+      hasTime ? `${median(vc).toFixed(2)} / ${median(rc).toFixed(2)} s` : "n/a",
     ]);
   }
-  const header = ["case", "volt", "reference", "ratio", "target", ""];
+  const header = ["case", "volt", "reference", "ratio", "target", "", "CPU volt / reference"];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (r: string[]) => r.map((x, i) => x.padEnd(widths[i])).join("  ").trimEnd();
   console.log(line(header));
