@@ -386,3 +386,27 @@ Deno.test("an import through a pipe whose exporter fails leaves nothing", async 
   assert.match(r.stderr, /stream ended after 0 bytes/);
   assertNoImages(env, "other");
 });
+
+Deno.test({
+  name: "a full disk stops the import with one line and frees the volume",
+  ignore: Deno.uid() !== 0,
+  async fn() {
+    await using env = new StreamEnv();
+    const mnt = env.join("small");
+    Deno.mkdirSync(mnt);
+    await sh("mount", ["-t", "tmpfs", "-o", "size=1M", "tmpfs", mnt]);
+    try {
+      const cfg = env.join("small.cfg");
+      Deno.writeTextFileSync(cfg, `dir: small\n\tpath ${mnt}\n\tcontent images,iso\n`);
+      const stream = concat(le64(3 * 1024 * 1024), pattern(3 * 1024 * 1024));
+      for (const volid of ["small:100/vm-100-disk-0.raw", "small:iso/big.iso"]) {
+        const r = await env.volt(["import", volid, "raw+size", "-", "--config", cfg], stream);
+        failsWith(r, /cannot write '.*': No space left on device/);
+      }
+      assert.deepEqual(listDir(`${mnt}/images/100`), []);
+      assert.deepEqual(listDir(`${mnt}/template/iso`), []);
+    } finally {
+      await sh("umount", [mnt]);
+    }
+  },
+});

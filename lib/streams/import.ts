@@ -24,6 +24,7 @@ import type {
   VolumeImportOptions,
   VolumeName,
 } from "../../plugins/api.ts";
+import { strerror } from "../../ffi/libc.ts";
 import { VoltError } from "../errors.ts";
 import { readQcow2Header } from "../qcow2/header.ts";
 import { run } from "../run.ts";
@@ -199,6 +200,12 @@ async function importChecked(
   return await importDisk(plugin, storage, v, rename, data, size, source, limits, signal);
 }
 
+/** A failed write names the file and says why ("No space left on device"). */
+function writeError(err: unknown, path: string): unknown {
+  if (!(err instanceof OsCallError) || err.op !== "write") return err;
+  return new VoltError(`cannot write '${path}': ${strerror(err.errno)}`);
+}
+
 /** A payload of the wrong length. */
 function checkLength(got: number, limits: { min: number; max: number }): void {
   if (got < limits.min) {
@@ -238,7 +245,10 @@ async function importDisk(
       try {
         // A new raw image reads as zeros; a new qcow2/vmdk has metadata to drop.
         if (data !== "raw") clearFile(fd);
-        const got = await writeSparse(fd, source.chunks(), { maxBytes: limits?.max, signal });
+        const got = await writeSparse(fd, source.chunks(), { maxBytes: limits?.max, signal })
+          .catch((err) => {
+            throw writeError(err, path);
+          });
         if (limits) checkLength(got, limits);
       } finally {
         closeFd(fd);
@@ -357,7 +367,10 @@ async function importFile(
     fd = openFd(tmpPath, O.RDWR | O.CREAT | O.EXCL, 0o644);
   }
   try {
-    const got = await writeSparse(fd, source.chunks(), { maxBytes: limits.max, signal });
+    const got = await writeSparse(fd, source.chunks(), { maxBytes: limits.max, signal })
+      .catch((err) => {
+        throw writeError(err, path);
+      });
     checkLength(got, limits);
     if (tmpPath === undefined) {
       const r = sys().linkat(
