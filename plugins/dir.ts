@@ -55,7 +55,8 @@ export const DIR_OPTIONS: Readonly<Record<string, OptionSchema>> = {
   preallocation: {
     type: "enum",
     values: ["off", "metadata", "falloc", "full"],
-    description: "preallocation for new raw/qcow2 images (default metadata; raw treats it as off)",
+    description:
+      "preallocation for new raw/qcow2 images (default metadata; raw treats it as off; snapshot overlays use it only when set)",
   },
   "prune-backups": { type: "prune", description: "retention: keep-last=N,keep-daily=N,…" },
   "max-protected-backups": {
@@ -156,7 +157,10 @@ function snapshotVolume(storage: Storage, volname: string): SnapshotVolume {
     volfile: v.name,
     format: v.format,
     chain: optionFlag(storage, "snapshot-as-volume-chain", false),
-    preallocation: preallocation(storage, "qcow2"),
+    // Overlays follow an explicitly set preallocation only. Proxmox's implicit default
+    // (metadata) writes L2 tables for the whole virtual size, which would make a snapshot of
+    // a 64 GiB disk ~6x slower than of a 1 GiB one; without it both take the same time.
+    preallocation: storage.options.preallocation as string | undefined,
   };
 }
 
