@@ -273,6 +273,17 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
         ],
       },
       {
+        title: "read only (null sink): what request depth buys on one connection",
+        contenders: [
+          { name: "volt null:", argv: () => volt("nbd", "copy", srcUri, "null:") },
+          {
+            name: "volt null: --depth 1",
+            argv: () => volt("nbd", "copy", srcUri, "null:", "--depth", "1"),
+          },
+          { name: "nbdcopy null:", argv: () => ["nbdcopy", srcUri, "null:"] },
+        ],
+      },
+      {
         title: "incremental (dirty ranges of b0 onto the full copy, --sync)",
         contenders: [
           {
@@ -335,13 +346,16 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
           `${t(c.name).toFixed(2)} s`,
           `${(med(c.name, (s) => s.cpu) / dataGiB).toFixed(2)} s/GiB`,
           `${(med(c.name, (s) => s.rssKiB) / 1024).toFixed(0)} MiB`,
+          `  ${samples.get(c.name)!.map((s) => s.seconds.toFixed(2)).join(" ")}`,
         ]);
       }
     }
-    console.log("\nmedians (wall time, CPU seconds per GiB of data, peak RSS):");
+    console.log("\nmedians (wall time, CPU seconds per GiB of data, peak RSS; every run's time):");
     for (const r of rows) {
       console.log(
-        r.length === 1 ? r[0] : r[0].padEnd(38) + r.slice(1).map((x) => x.padStart(12)).join(""),
+        r.length === 1
+          ? r[0]
+          : r[0].padEnd(38) + r.slice(1, 4).map((x) => x.padStart(12)).join("") + r[4],
       );
     }
     const ratio = (a: string, b: string) => (t(a) / t(b)).toFixed(2);
@@ -359,7 +373,9 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
       ["into qcow2: volt / nbdcopy --flush", ratio("volt", "nbdcopy --flush"), "<= 1.0"],
       ["into qcow2: volt / nbdcopy --flush --target-is-zero", ratio("volt", NBDCOPY_TIZ), ""],
       ["incremental / full", ratio("volt --bitmap b0 --sync", "volt --sync"), "<= 0.25"],
-      ["depth 1 / depth 4 (default)", ratio("volt --depth 1 --sync", "volt --sync"), ""],
+      ["to raw: depth 1 / depth 4 (default)", ratio("volt --depth 1 --sync", "volt --sync"), ""],
+      ["read only: depth 1 / depth 4 (default)", ratio("volt null: --depth 1", "volt null:"), ""],
+      ["read only: volt / nbdcopy", ratio("volt null:", "nbdcopy null:"), ""],
       ["CPU to raw: volt / nbdcopy", cpuRatio("volt --sync", "nbdcopy"), "<= 1.5"],
       ["CPU into qcow2: volt / nbdcopy --flush", cpuRatio("volt", "nbdcopy --flush"), "<= 1.5"],
       ["volt peak RSS, MiB (max over all runs)", (rss / 1024).toFixed(0), "< 200"],
