@@ -1,5 +1,5 @@
 /**
- * Stopping cleanly on SIGINT/SIGTERM: long operations take an `AbortSignal` that fires when
+ * Stopping cleanly on SIGINT/SIGTERM/SIGHUP: long operations take an `AbortSignal` that fires when
  * the process is asked to stop, clean up (free a half-imported volume, remove a temporary
  * backup directory), and then fail with a message saying they were interrupted.
  *
@@ -17,7 +17,8 @@ export class InterruptedError extends VoltError {
 }
 
 /**
- * Runs `fn` with an `AbortSignal` that aborts on SIGINT or SIGTERM (reason: the signal name).
+ * Runs `fn` with an `AbortSignal` that aborts on SIGINT, SIGTERM or SIGHUP (a closed ssh
+ * session; reason: the signal name).
  * While `fn` runs, those signals do not kill the process; once it settles they do again.
  *
  * @example
@@ -29,7 +30,7 @@ export class InterruptedError extends VoltError {
  */
 export async function withTermination<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const controller = new AbortController();
-  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
   const handlers = signals.map((s) => {
     const h = () => controller.abort(s);
     Deno.addSignalListener(s, h);

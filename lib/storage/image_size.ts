@@ -10,6 +10,7 @@ import { VoltError } from "../errors.ts";
 import { readQcow2Header } from "../qcow2/header.ts";
 import { run } from "../run.ts";
 import { assertInside } from "./contained_path.ts";
+import { vmdkParent } from "./vmdk_parent.ts";
 
 /** Bytes allocated on disk for a file (`st_blocks * 512`). */
 export function allocatedBytes(stat: Deno.FileInfo): number {
@@ -94,14 +95,20 @@ export async function imageSize(
   };
 }
 
-/** Only binary sparse vmdk files (magic `KDMV`) are opened: a text descriptor names other files. */
+/**
+ * Only monolithic sparse vmdk files (magic `KDMV`) that name no parent are opened: a text
+ * descriptor or a `parentFileNameHint` would make qemu open other files.
+ */
 async function assertPlainVmdk(path: string, what: string): Promise<void> {
-  using f = await Deno.open(path, { read: true });
-  const magic = new Uint8Array(4);
-  const n = await f.read(magic);
-  if (n !== 4 || new TextDecoder().decode(magic) !== "KDMV") {
+  let parent: string | undefined;
+  try {
+    parent = await vmdkParent(path);
+  } catch {
     throw new VoltError(
       `${what}: not a monolithic sparse vmdk (a descriptor file may name other files): refusing to open it`,
     );
+  }
+  if (parent !== undefined) {
+    throw new VoltError(`${what} names a parent image '${parent}': refusing to read it`);
   }
 }

@@ -34,7 +34,7 @@ import {
 import { encodeMetaHeader } from "./meta_header.ts";
 import { encodeSizeHeader } from "./size_header.ts";
 import { childIntoSink, tarCreate } from "./tar.ts";
-import { vmdkParent } from "./vmdk.ts";
+import { vmdkParent } from "../storage/vmdk_parent.ts";
 
 /** The plugin members the generic export uses. */
 export type PathPlugin = Pick<

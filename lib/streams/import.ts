@@ -37,7 +37,7 @@ import { decodeMetaJson, decodeMetaLength } from "./meta_header.ts";
 import { decodeSizeHeader, SIZE_HEADER_LENGTH } from "./size_header.ts";
 import { writeSparse } from "./sparse_writer.ts";
 import { tarExtract } from "./tar.ts";
-import { vmdkParent } from "./vmdk.ts";
+import { vmdkParent } from "../storage/vmdk_parent.ts";
 
 /** The plugin members the generic import uses. */
 export type PathImportPlugin = Pick<

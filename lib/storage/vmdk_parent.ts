@@ -18,7 +18,7 @@ const MAX_DESCRIPTOR = 64 * 1024;
  *
  * @example
  * ```ts ignore
- * import { vmdkParent } from "./vmdk.ts";
+ * import { vmdkParent } from "./vmdk_parent.ts";
  * if (await vmdkParent("disk.vmdk")) throw new Error("has a parent");
  * ```
  */
