@@ -10,6 +10,8 @@
  * @module
  */
 
+import type { BackupProvider } from "./backup_api.ts";
+
 /**
  * The API version volt implements. A plugin declares the version it was written against in
  * `api`; volt loads it when `APIVER - APIAGE <= api <= APIVER` (as Proxmox does), warning when
@@ -104,6 +106,8 @@ export interface VolumeInfo {
   ctime: number;
   /** Volume id of the volume this one depends on (a backing image, a parent backup). */
   parent?: string;
+  /** For backups: the guest type (`qemu`, `lxc`). */
+  subtype?: string;
   notes?: string;
   protected?: boolean;
 }
@@ -298,6 +302,13 @@ export interface StoragePlugin {
   volumeSizeInfo(storage: Storage, volname: string): Promise<VolumeSize>;
   /** Called once when volt no longer needs the storage in this process (optional). */
   deactivateStorage?(storage: Storage): Promise<void>;
+
+  /**
+   * A backup provider for this storage: required with the `backup-provider` feature, never
+   * called without it (opting in is explicit). The provider API and its lifecycle:
+   * `plugins/backup_api.ts` and `docs/backup-providers.md`.
+   */
+  newBackupProvider?(storage: Storage, log: LogFunction): BackupProvider | Promise<BackupProvider>;
 
   /**
    * Takes snapshot `snap` of a volume that no VM is using (optional: "snapshots" are not

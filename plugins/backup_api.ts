@@ -32,7 +32,9 @@ export type BitmapMode = "none" | "new" | "reuse";
 
 /** A dirty region of a device: byte offset and length. */
 export interface DirtyRegion {
+  /** Byte offset in the device. */
   offset: number;
+  /** Length in bytes. */
   length: number;
 }
 
@@ -86,10 +88,30 @@ export interface ContainerBackupInfo {
   signal?: AbortSignal;
 }
 
+/** What the backup of one device did, for the job summary (optional in {@link BackupStats}). */
+export interface DeviceBackupStats {
+  /** `full`: every allocated byte was copied; `incremental`: only the dirty ranges. */
+  kind: "full" | "incremental";
+  /** Virtual size of the device in bytes. */
+  size: number;
+  /** Bytes read from the source. */
+  bytesRead: number;
+  /** Data bytes written to the backup. */
+  bytesWritten: number;
+  /** Bytes stored as zeros (zero clusters, holes). */
+  bytesZeroed: number;
+  /** Size of the stored image file. */
+  fileSize: number;
+  /** Seconds the copy took. */
+  seconds: number;
+}
+
 /** Statistics returned by {@link BackupProvider.backupCleanup}. */
 export interface BackupStats {
   /** Bytes the backup occupies on the backup storage. */
   archiveSize: number;
+  /** Per device, when the provider tracks it. */
+  devices?: Record<string, DeviceBackupStats>;
 }
 
 /** How a backup is restored: VMs via `qemu-img`, containers via `tar` or `directory`. */
@@ -103,8 +125,38 @@ export interface RestoreDevice {
 
 /** What a VM volume restore reads. */
 export interface RestoreVolumeSource {
-  /** A path or NBD URI that `qemu-img` (or volt's NBD engine) can read. */
+  /** An absolute file path, or an NBD URI, that `qemu-img` (or volt's NBD engine) can read. */
   qemuImgPath: string;
+  /**
+   * Format of a file path: `qcow2` (default; its backing chain is checked before qemu opens
+   * it) or `raw`. An NBD URI is always read as raw.
+   */
+  format?: "qcow2" | "raw";
+  /**
+   * Every link of a qcow2 chain must resolve inside this directory (default: the image's own
+   * directory). The built-in provider gives the guest's backup directory.
+   */
+  chainRoot?: string;
+  /** Longest backing chain accepted (default 1: no backing file). */
+  maxChainDepth?: number;
+}
+
+/** One problem {@link BackupProvider.archiveVerify} found. */
+export interface VerifyProblem {
+  /** The file concerned, relative to the backup. */
+  file?: string;
+  /** One line for the user. */
+  message: string;
+}
+
+/** The result of {@link BackupProvider.archiveVerify}. */
+export interface VerifyReport {
+  /** No problem found. */
+  ok: boolean;
+  /** In the order found; the first is the one `volt verify` reports. */
+  problems: VerifyProblem[];
+  /** What was checked, e.g. files and bytes hashed (for the summary). */
+  checked: { files: number; bytes: number; images: number };
 }
 
 /** What a container restore reads. */
@@ -166,7 +218,9 @@ export interface BackupProvider {
   ): Promise<void>;
 
   // --- containers (optional until a provider supports them) ---
+  /** Prepare a container backup (e.g. hand the working area to `backupUserId`). */
   backupContainerPrepare?(vmid: number, info: ContainerBackupInfo): Promise<void>;
+  /** Back up a container: its configuration and `info.directory`. */
   backupContainer?(
     vmid: number,
     guestConfig: string,
@@ -175,16 +229,31 @@ export interface BackupProvider {
   ): Promise<void>;
 
   // --- restore ---
+  /** How the backup `volname` (the volume name without storage) is restored, and its guest type. */
   restoreGetMechanism(volname: string): Promise<{ mechanism: RestoreMechanism; type: GuestType }>;
+  /** The guest configuration stored with the backup, byte for byte. */
   archiveGetGuestConfig(volname: string): Promise<string>;
+  /** The firewall configuration stored with the backup, if there is one. */
   archiveGetFirewallConfig(volname: string): Promise<string | undefined>;
   /** Devices in the backup and their sizes. */
   restoreVmInit(volname: string): Promise<Record<string, RestoreDevice>>;
+  /** The restore ended, successfully or not. Always called after `restoreVmInit`. */
   restoreVmCleanup(volname: string): Promise<void>;
+  /** Make one device readable; volt checks and copies it, then calls the cleanup. */
   restoreVmVolumeInit(volname: string, device: string): Promise<RestoreVolumeSource>;
+  /** Always called after `restoreVmVolumeInit` of the same device. */
   restoreVmVolumeCleanup(volname: string, device: string): Promise<void>;
+  /** Make a container backup readable (`tar` or `directory` mechanism). */
   restoreContainerInit?(volname: string): Promise<RestoreContainerSource>;
+  /** Always called after `restoreContainerInit`. */
   restoreContainerCleanup?(volname: string): Promise<void>;
+
+  // --- volt's addition (optional) ---
+  /**
+   * Checks a stored backup (checksums, image consistency, chain) without changing it; used by
+   * `volt verify`. Resolves to a report; rejects only when the check itself cannot run.
+   */
+  archiveVerify?(volname: string): Promise<VerifyReport>;
 }
 
 /** A storage plugin with the `backup-provider` feature has this method. */

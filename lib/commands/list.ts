@@ -54,13 +54,16 @@ export const listCommand: CommandSpec = {
       vmid: vmidText === undefined ? undefined : parseVmid(vmidText),
       content: content as ContentType | undefined,
     });
-    printOutput(args, list, ["Volid", "Format", "Type", "Size", "Used", "VMID"], (v) => [
+    const withParent = list.some((v) => v.parent !== undefined);
+    const header = ["Volid", "Format", "Type", "Size", "Used", "VMID"];
+    printOutput(args, list, withParent ? [...header, "Parent"] : header, (v) => [
       v.volid,
       v.format,
-      v.content,
+      v.subtype ? `${v.content}/${v.subtype}` : v.content,
       v.size,
       v.used,
       v.vmid ?? "",
+      ...(withParent ? [v.parent ?? ""] : []),
     ]);
   },
 };

@@ -7,6 +7,7 @@
 
 import type { CommandSpec } from "../cli/command.ts";
 import { allocCommand } from "./alloc.ts";
+import { backupCommand } from "./backup.ts";
 import { checkCommand } from "./check.ts";
 import { addCommand, configShowCommand, removeCommand, setCommand } from "./config.ts";
 import { delSnapshotCommand } from "./delsnapshot.ts";
@@ -20,10 +21,12 @@ import { migrateCommand } from "./migrate.ts";
 import { nbdCopyCommand, nbdMapCommand } from "./nbd.ts";
 import { pathCommand } from "./path.ts";
 import { pluginsCommand } from "./plugins.ts";
+import { restoreCommand } from "./restore.ts";
 import { rollbackCommand } from "./rollback.ts";
 import { snapshotCommand } from "./snapshot.ts";
 import { snapshotsCommand } from "./snapshots.ts";
 import { statusCommand } from "./status.ts";
+import { verifyCommand } from "./verify.ts";
 
 /** Every command volt knows. */
 export const COMMANDS: CommandSpec[] = [
@@ -43,6 +46,9 @@ export const COMMANDS: CommandSpec[] = [
   exportFormatsCommand,
   importFormatsCommand,
   migrateCommand,
+  backupCommand,
+  restoreCommand,
+  verifyCommand,
   pluginsCommand,
   configShowCommand,
   addCommand,

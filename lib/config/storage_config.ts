@@ -59,7 +59,8 @@ export function voltHome(): string {
 }
 
 /**
- * The embedded default configuration: a `dir` storage `local` under {@link voltHome}.
+ * The embedded default configuration: a `dir` storage `local` under {@link voltHome}, and a
+ * directory backup storage `backup` in its `backup` subdirectory.
  *
  * @example
  * ```ts
@@ -73,6 +74,10 @@ export function defaultConfigText(home: string): string {
     `\tpath ${home}`,
     "\tcontent images,rootdir,iso,vztmpl,snippets,import",
     "\tmkdir 1",
+    "",
+    "backup-dir: backup",
+    `\tpath ${home}/backup`,
+    "\tcontent backup",
     "",
   ].join("\n");
 }

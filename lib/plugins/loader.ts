@@ -106,6 +106,16 @@ export function validatePlugin(
   for (const [name, o] of Object.entries(p.options as Record<string, { type?: unknown }>)) {
     if (!o || typeof o.type !== "string") throw new Error(`option '${name}' has no 'type'`);
   }
+  const features = p.features as unknown;
+  if (features !== undefined && !Array.isArray(features)) {
+    throw new Error("'features' must be a list of strings");
+  }
+  if (
+    Array.isArray(features) && features.includes("backup-provider") &&
+    typeof p.newBackupProvider !== "function"
+  ) {
+    throw new Error("feature 'backup-provider' needs a 'newBackupProvider' function");
+  }
   const warning = checkApiVersion(p.api as number);
   return { plugin: p as unknown as StoragePlugin, warning };
 }

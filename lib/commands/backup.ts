@@ -1,0 +1,186 @@
+/**
+ * `volt backup <vmid> --storage S --disk scsi0=… [--disk …] --config guest.conf`: back up a
+ * VM's disks into a backup storage through its provider (`lib/backup/job.ts`).
+ *
+ * @module
+ */
+
+import {
+  type CommandSpec,
+  intOpt,
+  listOpt,
+  OUTPUT_FORMAT_OPTION,
+  outputFormat,
+  stringOpt,
+} from "../cli/command.ts";
+import { UsageError, VoltError } from "../errors.ts";
+import { type BackupJobResult, runBackupJob } from "../backup/job.ts";
+import { ProgressPrinter } from "../backup/progress.ts";
+import { parseDiskArg } from "../backup/sources.ts";
+import { withTermination } from "../signals.ts";
+import { formatBytes } from "../size.ts";
+import { Storages } from "../storage/storages.ts";
+import { parseVmid } from "./common.ts";
+
+/**
+ * Reads a configuration file as UTF-8 text, byte for byte (refusing anything else, so what
+ * is stored is exactly what was given).
+ */
+export async function readConfigFile(path: string, what: string): Promise<string> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (err) {
+    throw new VoltError(
+      `${what} '${path}' ${
+        err instanceof Deno.errors.NotFound
+          ? "does not exist"
+          : `cannot be read: ${(err as Error).message}`
+      }`,
+    );
+  }
+  if (bytes.length > 4 * 1024 * 1024) throw new VoltError(`${what} '${path}' is larger than 4 MiB`);
+  try {
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
+  } catch {
+    throw new VoltError(`${what} '${path}' is not UTF-8 text`);
+  }
+}
+
+/** The lines printed after a backup. */
+export function backupSummary(r: BackupJobResult): string[] {
+  const lines: string[] = [];
+  let read = 0;
+  let written = 0;
+  for (const d of r.devices) {
+    const s = r.stats.devices?.[d.device];
+    if (!s) {
+      lines.push(`${d.device}: ${formatBytes(d.size)} (bitmap ${d.bitmapMode})`);
+      continue;
+    }
+    read += s.bytesRead;
+    written += s.bytesWritten;
+    const rate = s.seconds > 0 ? s.bytesRead / s.seconds : 0;
+    lines.push(
+      `${d.device}: ${s.kind}, read ${formatBytes(s.bytesRead)}, wrote ${
+        formatBytes(s.bytesWritten)
+      }` +
+        `, zeros ${formatBytes(s.bytesZeroed)}, ${s.seconds.toFixed(1)} s, ${formatBytes(rate)}/s`,
+    );
+  }
+  lines.push(
+    `backup ${r.volid}: ${formatBytes(r.stats.archiveSize)} stored` +
+      (r.stats.devices ? `, ${formatBytes(read)} read, ${formatBytes(written)} written` : "") +
+      `, ${r.seconds.toFixed(1)} s`,
+  );
+  return lines;
+}
+
+/** `volt backup`. */
+export const backupCommand: CommandSpec = {
+  name: "backup",
+  summary: "back up a VM's disks (full or incremental) into a backup storage",
+  args: "<vmid> --disk DEVICE=SOURCE [--disk …] --config FILE",
+  details: `
+SOURCE is an NBD URI (nbd+unix:///EXPORT?socket=PATH, e.g. a running VM's NBD export), an
+offline disk image (a path ending in .qcow2, .raw or .img, or a volume id such as
+local:100/vm-100-disk-0.qcow2), or a block device; add ',format=raw|qcow2' when the name
+does not say. For an offline qcow2 volt keeps a dirty bitmap volt-<storage> in the image, so
+the next backup to the same storage copies only what changed; it is marked consumed only
+after the backup was committed. For NBD sources, --bitmap names the export's dirty bitmap
+(its owner resets it after a successful backup).
+Prints the new backup's volume id on stdout; progress and a summary go to stderr.`,
+  options: {
+    storage: {
+      type: "string",
+      arg: "STORAGE",
+      description: "the backup storage (default: backup)",
+      default: "backup",
+    },
+    disk: {
+      type: "string",
+      multiple: true,
+      arg: "DEVICE=SOURCE",
+      description: "a disk to back up (repeatable)",
+    },
+    config: {
+      type: "string",
+      arg: "FILE",
+      description:
+        "the guest configuration, stored byte for byte (here not the storage configuration)",
+    },
+    "storage-config": {
+      type: "string",
+      arg: "FILE",
+      description: "storage configuration (default: $VOLT_CONFIG, /etc/volt/storage.cfg, built-in)",
+    },
+    firewall: { type: "string", arg: "FILE", description: "the guest's firewall configuration" },
+    bwlimit: { type: "string", arg: "KiB/s", description: "limit the read bandwidth" },
+    mode: {
+      type: "string",
+      arg: "full|incremental",
+      description: "full ignores dirty bitmaps (default: incremental where possible)",
+    },
+    bitmap: { type: "string", arg: "NAME", description: "dirty bitmap of the NBD sources" },
+    ...OUTPUT_FORMAT_OPTION,
+  },
+  positionals: [1, 1],
+  async run(args) {
+    const format = outputFormat(args);
+    const vmid = parseVmid(args.positionals[0]);
+    const disks = listOpt(args, "disk").map(parseDiskArg);
+    if (disks.length === 0) {
+      throw new UsageError("volt backup: give at least one --disk DEVICE=SOURCE");
+    }
+    const configPath = stringOpt(args, "config");
+    if (configPath === undefined) throw new UsageError("volt backup: --config FILE is required");
+    const mode = stringOpt(args, "mode");
+    if (mode !== undefined && mode !== "full" && mode !== "incremental") {
+      throw new UsageError(`--mode: '${mode}' is not one of full, incremental`);
+    }
+    const firewallPath = stringOpt(args, "firewall");
+    const guestConfig = await readConfigFile(configPath, "guest configuration");
+    const firewallConfig = firewallPath === undefined
+      ? undefined
+      : await readConfigFile(firewallPath, "firewall configuration");
+    const bwlimitKiB = intOpt(args, "bwlimit");
+    // `--config` is the guest's configuration here, as in the issue's command line.
+    const storages = await Storages.open({
+      configPath: stringOpt(args, "storage-config"),
+      pluginPaths: listOpt(args, "plugin"),
+    });
+    const printer = new ProgressPrinter();
+    const encoder = new TextEncoder();
+    const say = (text: string) => Deno.stderr.writeSync(encoder.encode(`${text}\n`));
+    let result: BackupJobResult;
+    try {
+      result = await withTermination((signal) =>
+        runBackupJob({
+          storages,
+          storage: stringOpt(args, "storage") ?? "backup",
+          vmid,
+          disks,
+          guestConfig,
+          firewallConfig,
+          bwlimitKiB,
+          mode: mode as "full" | "incremental" | undefined,
+          bitmap: stringOpt(args, "bitmap"),
+          log: (level, message) => {
+            printer.end();
+            say(
+              level === "info" ? message : `${level === "warn" ? "warning" : "error"}: ${message}`,
+            );
+          },
+          progress: (device, done, total) => printer.update(device, done, total),
+          signal,
+        })
+      );
+    } finally {
+      printer.end();
+    }
+    for (const line of backupSummary(result)) say(line);
+    if (format === "json") console.log(JSON.stringify(result, null, 2));
+    else console.log(result.volid);
+    return 0;
+  },
+};

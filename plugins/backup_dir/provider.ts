@@ -1,0 +1,461 @@
+/**
+ * The backup provider of the directory backup storage (`backup-dir`): the seed's example done
+ * properly. Each backup is a directory `<path>/<vmid>/qemu-<epoch>/` with the guest and
+ * firewall configuration, one qcow2 image per disk (an incremental one backed by the previous
+ * backup's image of the disk, by relative path), the task log, and a checksummed manifest
+ * written last. A backup is written in `.tmp-qemu-<epoch>/` and renamed into place only in
+ * `backupCleanup(success = true)`; a failed one is removed. See `docs/backup-providers.md`.
+ *
+ * @module
+ */
+
+import type { LogFunction, Storage } from "../api.ts";
+import type {
+  BackupProvider,
+  BackupStats,
+  DeviceBackupStats,
+  GuestType,
+  IncrementalChoice,
+  RestoreDevice,
+  RestoreMechanism,
+  RestoreVolumeSource,
+  VerifyReport,
+  VmBackupInfo,
+  VmBackupMechanism,
+  VmVolume,
+} from "../backup_api.ts";
+import { VoltError } from "../../lib/errors.ts";
+import {
+  fileEntry,
+  LOG_NAME,
+  type Manifest,
+  MANIFEST_VERSION,
+  type ManifestDevice,
+  type ManifestFile,
+  readManifest,
+  syncDir,
+  writeFileDurably,
+  writeManifest,
+} from "../../lib/backup/manifest.ts";
+import { sha256File } from "../../lib/backup/checksum.ts";
+import { verifyBackupDir } from "../../lib/backup/verify.ts";
+import { copyVolume } from "./copy_volume.ts";
+import {
+  backupVolname,
+  guestDir,
+  listGuestBackups,
+  parseBackupVolname,
+  readPreviousInfo,
+  type StoredBackup,
+  TEMP_PREFIX,
+} from "./layout.ts";
+import { lockGuest } from "./guest_lock.ts";
+
+/** File names inside a backup. */
+export const GUEST_CONFIG = "guest.conf";
+/** The firewall configuration, when the guest has one. */
+export const FIREWALL_CONFIG = "firewall.conf";
+
+/** One guest's backup in progress. */
+interface GuestBackup {
+  vmid: number;
+  dirName: string;
+  time: number;
+  guestDir: string;
+  tempDir: string;
+  finalDir: string;
+  lock: Disposable;
+  previous?: StoredBackup;
+  devices: Record<string, ManifestDevice>;
+  stats: Record<string, DeviceBackupStats>;
+  /** Checksums computed while later disks are copied. */
+  hashes: Promise<ManifestFile>[];
+  committed: boolean;
+  failed: boolean;
+}
+
+/** Options of a directory backup storage that the provider reads. */
+function option(storage: Storage, name: string, dflt: string): string {
+  const v = storage.options[name];
+  return typeof v === "string" ? v : dflt;
+}
+
+/**
+ * The provider. One instance serves one job (`newBackupProvider` is called per command).
+ *
+ * @example
+ * ```ts ignore
+ * import { DirBackupProvider } from "./provider.ts";
+ * const p = new DirBackupProvider({ id: "backup", type: "backup-dir", options: { path: "/srv/b" } },
+ *   (level, msg) => console.error(level, msg));
+ * ```
+ */
+export class DirBackupProvider implements BackupProvider {
+  readonly providerName = "volt directory backup";
+  readonly #storage: Storage;
+  readonly #root: string;
+  readonly #log: LogFunction;
+  readonly #guests = new Map<number, GuestBackup>();
+
+  constructor(storage: Storage, log: LogFunction) {
+    this.#storage = storage;
+    this.#root = String(storage.options.path).replace(/\/+$/, "") || "/";
+    this.#log = log;
+  }
+
+  // ---- job ----
+
+  jobInit(_startTime: number): Promise<void> {
+    return Promise.resolve();
+  }
+
+  async jobCleanup(): Promise<void> {
+    // A guest whose cleanup was never called (a host bug) must not keep its lock.
+    for (const g of this.#guests.values()) {
+      g.lock[Symbol.dispose]();
+      await Deno.remove(g.tempDir, { recursive: true }).catch(() => {});
+    }
+    this.#guests.clear();
+  }
+
+  // ---- one guest ----
+
+  async backupInit(
+    vmid: number,
+    type: GuestType,
+    startTime: number,
+  ): Promise<{ archiveName: string }> {
+    if (type !== "qemu") {
+      throw new VoltError(`storage '${this.#storage.id}': container backups are not supported yet`);
+    }
+    if (this.#guests.has(vmid)) throw new VoltError(`a backup of guest ${vmid} is already running`);
+    const dir = guestDir(this.#root, vmid);
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+    const lock = await lockGuest(dir, `backups of guest ${vmid} on '${this.#storage.id}'`);
+    try {
+      await this.#removeLeftovers(dir);
+      const backups = await listGuestBackups(this.#root, vmid);
+      // Two backups in the same second get consecutive times; names never collide.
+      const time = Math.max(Math.floor(startTime), (backups.at(-1)?.time ?? -1) + 1);
+      const dirName = `qemu-${time}`;
+      const g: GuestBackup = {
+        vmid,
+        dirName,
+        time,
+        guestDir: dir,
+        tempDir: `${dir}/${TEMP_PREFIX}${dirName}`,
+        finalDir: `${dir}/${dirName}`,
+        lock,
+        devices: {},
+        stats: {},
+        hashes: [],
+        committed: false,
+        failed: false,
+      };
+      await Deno.mkdir(g.tempDir, { mode: 0o700 });
+      this.#guests.set(vmid, g);
+      return { archiveName: backupVolname(vmid, dirName) };
+    } catch (err) {
+      lock[Symbol.dispose]();
+      throw err;
+    }
+  }
+
+  /** Removes working directories of interrupted backups (safe: we hold the guest's lock). */
+  async #removeLeftovers(dir: string): Promise<void> {
+    for await (const e of Deno.readDir(dir)) {
+      if (!e.name.startsWith(TEMP_PREFIX)) continue;
+      this.#log("info", `removing '${e.name}', left by an interrupted backup or removal`);
+      await Deno.remove(`${dir}/${e.name}`, { recursive: true });
+    }
+  }
+
+  backupGetMechanism(_vmid: number, type: GuestType): Promise<VmBackupMechanism> {
+    if (type !== "qemu") {
+      return Promise.reject(new VoltError("container backups are not supported yet"));
+    }
+    const m = option(this.#storage, "vm-backup-mechanism", "nbd");
+    return Promise.resolve(m === "file-handle" ? "file-handle" : "nbd");
+  }
+
+  async backupVmQueryIncremental(
+    vmid: number,
+    devices: Record<string, number>,
+  ): Promise<Record<string, IncrementalChoice>> {
+    const g = this.#guest(vmid);
+    const out: Record<string, IncrementalChoice> = {};
+    const incremental = option(this.#storage, "vm-backup-mode", "incremental") === "incremental";
+    const info = incremental ? await readPreviousInfo(g.guestDir) : undefined;
+    if (info) {
+      const backups = await listGuestBackups(this.#root, vmid);
+      g.previous = backups.find((b) => b.dirName === info.backup);
+    }
+    for (const [dev, size] of Object.entries(devices)) {
+      const prev = g.previous?.manifest.devices[dev];
+      out[dev] = prev && prev.size === size ? "use" : "new";
+    }
+    return out;
+  }
+
+  async backupVm(
+    vmid: number,
+    guestConfig: string,
+    volumes: VmVolume[],
+    info: VmBackupInfo,
+  ): Promise<void> {
+    const g = this.#guest(vmid);
+    await writeFileDurably(`${g.tempDir}/${GUEST_CONFIG}`, new TextEncoder().encode(guestConfig));
+    if (info.firewallConfig !== undefined) {
+      await writeFileDurably(
+        `${g.tempDir}/${FIREWALL_CONFIG}`,
+        new TextEncoder().encode(info.firewallConfig),
+      );
+    }
+    for (const vol of volumes) {
+      const file = `${vol.device}.qcow2`;
+      const base = g.previous?.manifest.devices[vol.device];
+      const incremental = vol.bitmapMode === "reuse" && base !== undefined &&
+        base.size === vol.size;
+      const backingFile = incremental ? `../${g.previous!.dirName}/${file}` : undefined;
+      this.#log(
+        "info",
+        `${vol.device}: ${
+          incremental ? `incremental on ${g.previous!.dirName}` : "full"
+        } backup of ${vol.size} bytes (bitmap: ${vol.bitmapMode})`,
+      );
+      const r = await copyVolume(vol, {
+        target: `${g.tempDir}/${file}`,
+        backingFile,
+        bandwidthLimit: info.bandwidthLimit,
+        progress: info.progress
+          ? (done, total) => info.progress!(vol.device, done, total)
+          : undefined,
+        signal: info.signal,
+      });
+      g.devices[vol.device] = {
+        file,
+        size: vol.size,
+        kind: r.kind,
+        clusterSize: r.clusterSize,
+        ...(backingFile !== undefined ? { backing: backingFile } : {}),
+      };
+      const { clusterSize: _, ...stats } = r;
+      g.stats[vol.device] = stats;
+      // Hash this image while the next disk is copied.
+      const hash = fileEntry(g.tempDir, file, { signal: info.signal });
+      hash.catch(() => {});
+      g.hashes.push(hash);
+    }
+  }
+
+  async backupCleanup(
+    vmid: number,
+    _type: GuestType,
+    success: boolean,
+    info: { error?: string },
+  ): Promise<{ stats: BackupStats }> {
+    const g = this.#guests.get(vmid);
+    if (!g) return { stats: { archiveSize: 0 } }; // backupInit failed: nothing to clean up.
+    try {
+      if (!success) {
+        g.failed = true;
+        await this.#discard(g, info.error);
+        return { stats: { archiveSize: 0 } };
+      }
+      const archiveSize = await this.#commit(g);
+      return { stats: { archiveSize, devices: g.stats } };
+    } finally {
+      g.lock[Symbol.dispose]();
+    }
+  }
+
+  async #discard(g: GuestBackup, error?: string): Promise<void> {
+    await Promise.allSettled(g.hashes);
+    await Deno.remove(g.tempDir, { recursive: true }).catch((err) => {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    });
+    this.#log(
+      "info",
+      `backup of guest ${g.vmid} failed${
+        error ? ` (${error})` : ""
+      }: removed its working directory`,
+    );
+  }
+
+  /** Manifest, rename into place, `previous-info`. Returns the archive size. */
+  async #commit(g: GuestBackup): Promise<number> {
+    try {
+      if (Object.keys(g.devices).length === 0) throw new VoltError("the backup holds no disk");
+      const files = await Promise.all(g.hashes);
+      files.push(await fileEntry(g.tempDir, GUEST_CONFIG));
+      try {
+        files.push(await fileEntry(g.tempDir, FIREWALL_CONFIG));
+      } catch (err) {
+        if (!(await exists(`${g.tempDir}/${FIREWALL_CONFIG}`))) {
+          // No firewall configuration: fine.
+        } else throw err;
+      }
+      const incremental = Object.values(g.devices).some((d) => d.kind === "incremental");
+      const manifest: Manifest = {
+        format: "volt-backup",
+        version: MANIFEST_VERSION,
+        type: "qemu",
+        vmid: g.vmid,
+        time: g.time,
+        ...(incremental ? { parent: g.previous!.dirName } : {}),
+        devices: g.devices,
+        files,
+      };
+      await writeManifest(g.tempDir, manifest);
+      await Deno.rename(g.tempDir, g.finalDir);
+    } catch (err) {
+      await Deno.remove(g.tempDir, { recursive: true }).catch(() => {});
+      throw err;
+    }
+    try {
+      await syncDir(g.guestDir);
+      await writeFileDurably(
+        `${g.guestDir}/previous-info`,
+        new TextEncoder().encode(`${JSON.stringify({ backup: g.dirName })}\n`),
+      );
+    } catch (err) {
+      // Not committed after all: take the backup back out of the listing.
+      await Deno.rename(g.finalDir, g.tempDir).catch(() => {});
+      await Deno.remove(g.tempDir, { recursive: true }).catch(() => {});
+      throw err;
+    }
+    g.committed = true;
+    let size = 0;
+    for await (const e of Deno.readDir(g.finalDir)) {
+      size += (await Deno.stat(`${g.finalDir}/${e.name}`)).size;
+    }
+    this.#log("info", `backup ${backupVolname(g.vmid, g.dirName)} committed (${size} bytes)`);
+    return size;
+  }
+
+  async backupHandleLogFile(vmid: number, logPath: string): Promise<void> {
+    const g = this.#guests.get(vmid);
+    if (!g) return;
+    this.#guests.delete(vmid);
+    const data = await Deno.readFile(logPath);
+    if (g.committed) {
+      await writeFileDurably(`${g.finalDir}/${LOG_NAME}`, data);
+    } else {
+      // Nothing of a failed backup remains but its log, kept where no listing looks.
+      await writeFileDurably(`${g.guestDir}/last-failed-backup.log`, data);
+    }
+  }
+
+  #guest(vmid: number): GuestBackup {
+    const g = this.#guests.get(vmid);
+    if (!g) throw new VoltError(`internal error: no backup of guest ${vmid} was started`);
+    return g;
+  }
+
+  // ---- restore ----
+
+  async #stored(volname: string): Promise<StoredBackup & { all: StoredBackup[] }> {
+    const b = parseBackupVolname(volname);
+    if (b.type !== "qemu") throw new VoltError(`'${volname}' is not a VM backup`);
+    const all = await listGuestBackups(this.#root, b.vmid);
+    const found = all.find((x) => x.dirName === b.dirName);
+    if (!found) {
+      const dir = `${guestDir(this.#root, b.vmid)}/${b.dirName}`;
+      try {
+        await readManifest(dir);
+      } catch (err) {
+        if (err instanceof Deno.errors.NotFound) {
+          throw new VoltError(`backup '${this.#storage.id}:${volname}' does not exist`);
+        }
+        throw new VoltError(`backup '${this.#storage.id}:${volname}': ${(err as Error).message}`);
+      }
+      throw new VoltError(`backup '${this.#storage.id}:${volname}' is not a finished backup`);
+    }
+    return { ...found, all };
+  }
+
+  async restoreGetMechanism(
+    volname: string,
+  ): Promise<{ mechanism: RestoreMechanism; type: GuestType }> {
+    await this.#stored(volname);
+    return { mechanism: "qemu-img", type: "qemu" };
+  }
+
+  archiveGetGuestConfig(volname: string): Promise<string> {
+    return this.#readConfig(volname, GUEST_CONFIG).then((t) => t ?? "");
+  }
+
+  archiveGetFirewallConfig(volname: string): Promise<string | undefined> {
+    return this.#readConfig(volname, FIREWALL_CONFIG);
+  }
+
+  /** A configuration file of the backup, checked against the manifest. */
+  async #readConfig(volname: string, name: string): Promise<string | undefined> {
+    const b = await this.#stored(volname);
+    const entry = b.manifest.files.find((f) => f.name === name);
+    if (!entry) return undefined;
+    const path = `${b.dir}/${name}`;
+    const digest = await sha256File(path);
+    if (digest.sha256 !== entry.sha256 || digest.size !== entry.size) {
+      throw new VoltError(
+        `backup '${this.#storage.id}:${volname}': ${name} does not match its checksum in the manifest`,
+      );
+    }
+    const bytes = await Deno.readFile(path);
+    try {
+      return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    } catch {
+      throw new VoltError(`backup '${this.#storage.id}:${volname}': ${name} is not UTF-8`);
+    }
+  }
+
+  async restoreVmInit(volname: string): Promise<Record<string, RestoreDevice>> {
+    const b = await this.#stored(volname);
+    const out: Record<string, RestoreDevice> = {};
+    for (const [dev, d] of Object.entries(b.manifest.devices)) out[dev] = { size: d.size };
+    return out;
+  }
+
+  restoreVmCleanup(_volname: string): Promise<void> {
+    return Promise.resolve();
+  }
+
+  async restoreVmVolumeInit(volname: string, device: string): Promise<RestoreVolumeSource> {
+    const b = await this.#stored(volname);
+    const d = b.manifest.devices[device];
+    if (!d) {
+      throw new VoltError(`backup '${this.#storage.id}:${volname}' has no device '${device}'`);
+    }
+    return {
+      qemuImgPath: `${b.dir}/${d.file}`,
+      format: "qcow2",
+      chainRoot: guestDir(this.#root, b.vmid),
+      maxChainDepth: b.all.length,
+    };
+  }
+
+  restoreVmVolumeCleanup(_volname: string, _device: string): Promise<void> {
+    return Promise.resolve();
+  }
+
+  // ---- verify ----
+
+  async archiveVerify(volname: string): Promise<VerifyReport> {
+    const b = parseBackupVolname(volname);
+    const dir = `${guestDir(this.#root, b.vmid)}/${b.dirName}`;
+    if (!(await exists(dir))) {
+      throw new VoltError(`backup '${this.#storage.id}:${volname}' does not exist`);
+    }
+    return verifyBackupDir(dir, { guestDir: guestDir(this.#root, b.vmid) });
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+}
