@@ -136,7 +136,7 @@ Deno.test("planRanges: an incremental copy zeroes dirty zero ranges and skips cl
   ]);
 });
 
-Deno.test("splitRequests keeps reads within aligned request-size blocks", () => {
+Deno.test("splitRequests cuts long ranges at request-size multiples, not short ones", () => {
   const parts = [
     ...splitRequests([{ offset: 3 * MiB - 512, length: 2 * MiB, read: true }], MiB, GiB),
   ];
@@ -145,6 +145,8 @@ Deno.test("splitRequests keeps reads within aligned request-size blocks", () => 
     [3 * MiB, MiB],
     [4 * MiB, MiB - 512],
   ]);
+  const short = [...splitRequests([{ offset: MiB - 4096, length: MiB, read: true }], MiB, GiB)];
+  assert.deepEqual(short, [{ offset: MiB - 4096, length: MiB, read: true }], "one request");
   const zeros = [...splitRequests([{ offset: 0, length: 5 * GiB, read: false }], MiB, 2 * GiB)];
   assert.deepEqual(zeros.map((p) => p.length), [2 * GiB, 2 * GiB, GiB]);
 });

@@ -57,14 +57,15 @@ export function* planRanges(
 }
 
 /**
- * Splits ranges into requests: reads at most `requestSize` bytes and never crossing a multiple
- * of it (so requests stay aligned), zero ranges at most `zeroSize` bytes.
+ * Splits ranges into requests: reads at most `requestSize` bytes, zero ranges at most
+ * `zeroSize`. A range longer than one request is cut at multiples of the request size, so its
+ * requests are aligned; a range that fits in one request stays one request.
  *
  * @example
  * ```ts
  * import { splitRequests } from "./plan.ts";
  * const parts = [...splitRequests([{ offset: 1000, length: 3000, read: true }], 1024, 1 << 30)];
- * console.assert(parts.length === 4 && parts[0].length === 24 && parts[3].length === 952);
+ * console.assert(parts.length === 4 && parts[0].length === 24 && parts[3].length === 928);
  * ```
  */
 export function* splitRequests(
@@ -77,7 +78,10 @@ export function* splitRequests(
     let pos = r.offset;
     const end = r.offset + r.length;
     while (pos < end) {
-      const next = Math.min(end, (Math.floor(pos / unit) + 1) * unit);
+      // The rest fits in one request: one request (an extent is not cut in two just because
+      // it crosses a multiple of the unit). Otherwise stop at the next multiple, so that long
+      // ranges are read in aligned requests.
+      const next = end - pos <= unit ? end : Math.min(end, (Math.floor(pos / unit) + 1) * unit);
       yield { offset: pos, length: next - pos, read: r.read };
       pos = next;
     }
