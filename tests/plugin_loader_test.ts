@@ -85,6 +85,7 @@ Deno.test("a third-party plugin loaded with --plugin is listed and serves alloc 
   const rows = JSON.parse(p.stdout) as { type: string; source: string; api: number }[];
   assert.deepEqual(rows.map((r) => [r.type, r.source, r.api]), [
     ["dir", "plugins/dir.ts", 1],
+    ["backup-dir", "plugins/backup_dir.ts", 1],
     ["flat", file, APIVER],
   ]);
   const a = await volt(["alloc", "fl", "100", "auto", "1M", "--plugin", file], { env });
