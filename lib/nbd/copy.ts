@@ -12,6 +12,7 @@
  */
 
 import { libc } from "../../ffi/libc.ts";
+import { libnbd } from "../../ffi/libnbd.ts";
 import { VoltError } from "../errors.ts";
 import {
   ABORT_CANCELLED,
@@ -265,16 +266,16 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
   options.signal?.addEventListener("abort", onAbort);
 
   try {
-    const readerBell = createEventFd();
-    bells.push(readerBell);
-    const consumerBell = writerThread ? createEventFd() : -1;
-    if (consumerBell >= 0) bells.push(consumerBell);
-
+    // The reader first: it boots (its own isolate, its modules) while the rest is set up.
     const reader = new WorkerLink(
       new URL("./copy_reader.ts", import.meta.url).href,
       "volt-nbd-reader",
     );
     links.push(reader);
+    const readerBell = createEventFd();
+    bells.push(readerBell);
+    const consumerBell = writerThread ? createEventFd() : -1;
+    if (consumerBell >= 0) bells.push(consumerBell);
     // Started now so that its modules load while the reader connects.
     const writer = !writerThread ? undefined : new WorkerLink(
       new URL("./copy_writer.ts", import.meta.url).href,
@@ -298,6 +299,9 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
         sink: inlineSink,
       } satisfies ReaderStart,
     );
+    // Load libnbd into the process meanwhile: the reader's dlopen then only binds symbols
+    // (and a missing library is reported at once).
+    libnbd();
     const connected = await reader.next();
     if (connected.type !== "connected") throw workerError(connected);
     if (failure) throw failure;
