@@ -42,6 +42,7 @@ class Stopped extends Error {}
 let start: ReaderStart;
 let connections: Connection[] = [];
 let inline: SlotWriter | undefined;
+let ranges: CopyRange[] = [];
 let size = 0;
 let requestSize = 0;
 
@@ -108,6 +109,11 @@ function connect(): void {
     connections: connections.length,
     initiallyZero: inline?.initiallyZero,
   });
+  // The plan (merged extents → ranges to read or zero), while the main thread and the
+  // writer get ready. Kept as ranges, split into requests lazily.
+  ranges = [
+    ...planRanges(readExtents(connections[0].h, { bitmap: start.bitmap }), start.selection),
+  ];
 }
 
 function copy(go: Go): void {
@@ -123,10 +129,6 @@ function copy(go: Go): void {
   }
   const zeros = start.detectZeroes ? lib.calloc(1n, BigInt(requestSize)) : null;
 
-  // The plan: merged extents → ranges to read or zero. Kept as ranges, split lazily.
-  const ranges: CopyRange[] = [
-    ...planRanges(readExtents(connections[0].h, { bitmap: start.bitmap }), start.selection),
-  ];
   let total = 0;
   let toRead = 0;
   for (const r of ranges) {
