@@ -22,8 +22,9 @@ export interface FileDigest {
 }
 
 /**
- * Hashes a file. Rejects with a {@link VoltError} naming the file when it cannot be read; stops
- * early when `signal` fires.
+ * Hashes a regular file (a symbolic link, FIFO or device is refused, never opened). Rejects
+ * with a {@link VoltError} naming the file when it cannot be read; stops early when `signal`
+ * fires.
  *
  * @example
  * ```ts
@@ -40,8 +41,14 @@ export async function sha256File(
 ): Promise<FileDigest> {
   let file: Deno.FsFile;
   try {
+    // Never follow a link or open a FIFO or device: a crafted backup must not make volt block
+    // on a pipe or read a file outside it.
+    const st = await Deno.lstat(path);
+    if (st.isSymlink) throw new VoltError(`'${path}' is a symbolic link: refusing to read it`);
+    if (!st.isFile) throw new VoltError(`'${path}' is not a regular file: refusing to read it`);
     file = await Deno.open(path, { read: true });
   } catch (err) {
+    if (err instanceof VoltError) throw err;
     throw new VoltError(`cannot read '${path}': ${(err as Error).message}`, { cause: err });
   }
   try {

@@ -181,6 +181,9 @@ export function parseManifest(text: string, where: string): Manifest {
  */
 export async function readManifest(dir: string): Promise<Manifest> {
   const path = `${dir}/${MANIFEST_NAME}`;
+  // lstat first: a link or FIFO is refused without being opened (opening a FIFO blocks).
+  const lst = await Deno.lstat(path);
+  if (!lst.isFile) throw new SyntaxError(`${path}: not a regular file`);
   using f = await Deno.open(path, { read: true });
   const st = await f.stat();
   if (!st.isFile) throw new SyntaxError(`${path}: not a regular file`);

@@ -55,7 +55,13 @@ export async function verifyBackupDir(dir: string, options: VerifyOptions): Prom
       problems.push({ file: f.name, message: `${f.name} is missing` });
       continue;
     }
-    const d = await sha256File(`${dir}/${f.name}`);
+    let d;
+    try {
+      d = await sha256File(`${dir}/${f.name}`);
+    } catch (err) {
+      problems.push({ file: f.name, message: (err as Error).message.replace(`${dir}/`, "") });
+      continue;
+    }
     checked.files++;
     checked.bytes += d.size;
     if (d.size !== f.size) {
