@@ -139,7 +139,10 @@ for (
     const errLine = p.stderr.trim().split("\n").find((l) => l.includes(file));
     assert.ok(errLine, `no error naming ${file}: ${p.stderr}`);
     assert.match(errLine, message);
-    assert.deepEqual(JSON.parse(p.stdout).map((r: { type: string }) => r.type), ["dir"]);
+    const rows = JSON.parse(p.stdout) as { type: string; source: string }[];
+    assert.deepEqual(rows.filter((r) => r.source === file), [], "the broken plugin must not load");
+    assert.ok(rows.every((r) => r.source.startsWith("plugins/")), "only built-ins remain");
+    assert.equal(rows.filter((r) => r.type === "dir").length, 1);
     const a = await volt(["alloc", "local", "100", "auto", "1M", "--plugin", file], { env });
     assert.equal(a.code, 0, a.stderr);
     assert.match(a.stdout, /local:100\/vm-100-disk-0\.raw/);
