@@ -13,7 +13,7 @@ import { isQcow2, readQcow2Header } from "../qcow2/header.ts";
 import { lastLine } from "../run.ts";
 import { checkQcow2Links } from "../storage/image_size.ts";
 import { errno } from "../../ffi/libc.ts";
-import { E, OsCallError, SEEK, sys } from "./libc.ts";
+import { E, OsCallError, SEEK, sys } from "../../ffi/libc_fd.ts";
 
 /** A run of a file that holds data or is a hole. */
 export interface FileExtent {

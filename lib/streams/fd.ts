@@ -21,7 +21,7 @@ import {
   retry,
   SEEK,
   sys,
-} from "./libc.ts";
+} from "../../ffi/libc_fd.ts";
 
 /** What a descriptor refers to, as far as moving bytes is concerned. */
 export type FdKind = "pipe" | "file" | "null" | "tty" | "other";

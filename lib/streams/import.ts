@@ -32,7 +32,7 @@ import { InterruptedError } from "../signals.ts";
 import { knownFormat } from "./export.ts";
 import { clearFile, closeFd, O, openFd } from "./fd.ts";
 import { dataFormatOf, importFormatsFor } from "./formats.ts";
-import { AT, check, cString, E, OsCallError, sys } from "./libc.ts";
+import { AT, check, cString, E, OsCallError, sys } from "../../ffi/libc_fd.ts";
 import { decodeMetaJson, decodeMetaLength } from "./meta_header.ts";
 import { decodeSizeHeader, SIZE_HEADER_LENGTH } from "./size_header.ts";
 import { writeSparse } from "./sparse_writer.ts";

@@ -32,7 +32,7 @@ import {
   waitWritable,
   writeAll,
 } from "./fd.ts";
-import { E, OsCallError, SEEK, SPLICE_F, sys, ZEROS } from "./libc.ts";
+import { E, OsCallError, SEEK, SPLICE_F, sys, ZEROS } from "../../ffi/libc_fd.ts";
 
 /** errno values that mean "this call does not work between these two descriptors". */
 const FALLBACK_ERRNOS: readonly number[] = [E.EINVAL, E.ENOSYS, E.EXDEV, E.EOPNOTSUPP, E.EBADF];

@@ -23,7 +23,7 @@ import {
   openFd,
   readSome,
 } from "./fd.ts";
-import { check, SEEK, sys } from "./libc.ts";
+import { check, SEEK, sys } from "../../ffi/libc_fd.ts";
 import { dataExtents } from "./extents.ts";
 
 /**

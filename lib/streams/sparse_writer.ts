@@ -9,7 +9,7 @@
 
 import type { StreamChunk } from "../../plugins/api.ts";
 import { interrupted, pwriteAll, truncateFd } from "./fd.ts";
-import { sys, ZEROS } from "./libc.ts";
+import { sys, ZEROS } from "../../ffi/libc_fd.ts";
 
 /** Granularity of hole detection: one file-system block. */
 export const SPARSE_BLOCK = 4096;

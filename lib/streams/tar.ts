@@ -12,7 +12,7 @@ import type { StreamSink, StreamSource } from "../../plugins/api.ts";
 import { VoltError } from "../errors.ts";
 import { installHint, lastLine } from "../run.ts";
 import { interrupted } from "./fd.ts";
-import { ZEROS } from "./libc.ts";
+import { ZEROS } from "../../ffi/libc_fd.ts";
 
 /** Proxmox's tar flags for subvolume streams, in its order. */
 export const COMMON_TAR_FLAGS: readonly string[] = [

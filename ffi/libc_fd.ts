@@ -4,12 +4,13 @@
  * finding data and holes (`lseek` with `SEEK_DATA`/`SEEK_HOLE`), sizing pipes (`fcntl`
  * `F_SETPIPE_SZ`), waiting for input (`poll`), and creating unnamed files that only appear when complete (`O_TMPFILE` + `linkat`).
  *
- * `errno`, `strerror` and {@link OsCallError} come from `ffi/libc.ts`. Linux (glibc) only.
+ * `errno`, `strerror` and {@link OsCallError} come from `libc.ts`; this table takes JS buffers
+ * where that one takes C pointers. Linux (glibc) only.
  *
  * @module
  */
 
-import { errno, OsCallError } from "../../ffi/libc.ts";
+import { errno, OsCallError } from "./libc.ts";
 
 export { OsCallError };
 
@@ -65,7 +66,7 @@ let loaded: StreamLibc | undefined;
  *
  * @example
  * ```ts
- * import { sys } from "./libc.ts";
+ * import { sys } from "./libc_fd.ts";
  * console.assert(typeof sys().getpidAsync === "function");
  * ```
  */
