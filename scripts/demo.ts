@@ -4,15 +4,22 @@
  * directory (removed afterwards unless `VOLT_DEMO_KEEP=1`), so the demo never touches the
  * host's own storages.
  *
+ * The main job: a sample qcow2 disk with data in the default storage `local`, a full backup
+ * into the default backup storage `backup`, ~5% of the data changed with `qemu-io`, an
+ * incremental backup, both backups restored to new volumes and checked against the disk as it
+ * was with `qemu-img compare`, and a table of what each backup did.
+ *
  * @module
  */
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const home = Deno.makeTempDirSync({ prefix: "volt-demo-" });
 const env = { VOLT_HOME: `${home}/home`, VOLT_CONFIG: `${home}/storage.cfg`, NO_COLOR: "1" };
+const MiB = 1024 * 1024;
 
-async function step(title: string, args: string[]): Promise<string> {
-  console.log(`\n$ volt ${args.join(" ")}${title ? `    # ${title}` : ""}`);
+/** Runs volt, printing the command and its output; `quiet`: not its stdout; `hidden`: nothing. */
+async function step(title: string, args: string[], quiet = false, hidden = false): Promise<string> {
+  if (!hidden) console.log(`\n$ volt ${args.join(" ")}${title ? `    # ${title}` : ""}`);
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", MAIN, ...args],
     env,
@@ -21,23 +28,41 @@ async function step(title: string, args: string[]): Promise<string> {
   }).output();
   const stdout = new TextDecoder().decode(out.stdout);
   const stderr = new TextDecoder().decode(out.stderr);
-  if (stdout) console.log(stdout.trimEnd());
-  if (stderr) console.log(stderr.trimEnd());
+  if (stdout && !quiet && !hidden) console.log(stdout.trimEnd());
+  if (stderr && !hidden) console.log(stderr.trimEnd());
   if (out.code !== 0) throw new Error(`volt ${args[0]} failed (exit ${out.code})`);
   return stdout;
 }
 
-async function tool(cmd: string, args: string[]): Promise<void> {
-  console.log(`\n$ ${cmd} ${args.join(" ")}`);
+/** Runs a tool; `show`: print the command (and, unless it is qemu-io, its output). */
+async function tool(cmd: string, args: string[], show = true): Promise<string> {
+  if (show) {
+    console.log(`\n$ ${cmd} ${args.map((a) => (a.includes(" ") ? `'${a}'` : a)).join(" ")}`);
+  }
   const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
   const text = new TextDecoder().decode(out.stdout).trimEnd();
-  if (text) console.log(text);
+  if (text && show && cmd !== "qemu-io") console.log(text);
   if (out.code !== 0) throw new Error(`${cmd} failed: ${new TextDecoder().decode(out.stderr)}`);
+  return text;
+}
+
+function fmt(bytes: number): string {
+  return bytes >= MiB ? `${(bytes / MiB).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`;
+}
+
+interface BackupJson {
+  volid: string;
+  seconds: number;
+  stats: {
+    archiveSize: number;
+    devices?: Record<string, { kind: string; bytesRead: number; bytesWritten: number }>;
+  };
 }
 
 try {
-  console.log(`volt demo: storage under ${env.VOLT_HOME} (built-in default configuration)`);
-  await step("the storages", ["status"]);
+  const t0 = performance.now();
+  console.log(`volt demo: storages under ${env.VOLT_HOME} (built-in default configuration)`);
+  await step("the storages: a directory and a backup storage", ["status"]);
   const created = await step("a 1 GiB qcow2 disk for guest 100", [
     "alloc",
     "local",
@@ -48,18 +73,69 @@ try {
     "qcow2",
   ]);
   const volid = /'([^']+)'/.exec(created)![1];
-  const path = (await step("where it lives", ["path", volid])).trim();
-  await tool("qemu-io", ["-f", "qcow2", "-c", "write -P 0xab 0 4M", path]);
-  await step("its size and usage", ["info", volid]);
-  await step("a raw disk and a container subvolume", ["alloc", "local", "100", "auto", "64M"]);
-  await step("", ["alloc", "local", "100", "auto", "0", "--format", "subvol"]);
-  await step("the volumes of the storage", ["list", "local"]);
-  await step("the plugins", ["plugins"]);
-  for (const v of ["local:100/vm-100-disk-1.raw", "local:100/subvol-100-disk-2.subvol", volid]) {
-    await step("remove it", ["free", v]);
+  const disk = (await step("where it lives", ["path", volid])).trim();
+  // 256 MiB of data in four places, one pattern each.
+  const writes = [0, 256, 512, 960].map((mib, i) =>
+    `write -P 0x${(0x11 * (i + 1)).toString(16)} ${mib}M 64M`
+  );
+  await tool("qemu-io", ["-f", "qcow2", ...writes.flatMap((w) => ["-c", w]), disk]);
+  const guestConf = `${home}/guest.conf`;
+  await Deno.writeTextFile(guestConf, `name: demo\nmemory: 1024\nscsi0: ${volid},size=1G\n`);
+  const asWas = [`${home}/disk-at-backup-1.qcow2`, `${home}/disk-at-backup-2.qcow2`];
+  const backupArgs = ["backup", "100", "--disk", `scsi0=${volid}`, "--config", guestConf];
+
+  const results: BackupJson[] = [];
+  await tool("cp", ["--sparse=always", disk, asWas[0]], false);
+  results.push(
+    JSON.parse(await step("full backup", [...backupArgs, "--output-format", "json"], true)),
+  );
+  // Change ~5% of the data: 13 scattered 1 MiB writes.
+  const changes = Array.from({ length: 13 }, (_, i) => `write -P 0xee ${i * 19 + 3}M 1M`);
+  await tool("qemu-io", ["-f", "qcow2", ...changes.flatMap((w) => ["-c", w]), disk]);
+  await tool("cp", ["--sparse=always", disk, asWas[1]], false);
+  results.push(
+    JSON.parse(
+      await step("incremental backup: only what changed", [
+        ...backupArgs,
+        "--output-format",
+        "json",
+      ], true),
+    ),
+  );
+  await step("the backups (the incremental's parent is the full)", ["list", "backup"]);
+  await step("check the incremental and its chain", ["verify", results[1].volid]);
+
+  for (const [i, r] of results.entries()) {
+    const out = await step(`restore backup ${i + 1} as guest ${201 + i}`, [
+      "restore",
+      r.volid,
+      String(201 + i),
+      "--storage",
+      "local",
+    ]);
+    const restored = out.trim().split("=")[1];
+    const path = (await step("", ["path", restored], true, true)).trim();
+    await tool("qemu-img", ["compare", "-f", "raw", "-F", "qcow2", path, asWas[i]]);
   }
-  await step("the storage is empty again", ["list", "local"]);
-  console.log("\nvolt demo: done");
+
+  console.log("\nwhat each backup did:");
+  const rows = [["backup", "kind", "read", "written", "stored", "time", "rate"]];
+  for (const r of results) {
+    const d = r.stats.devices?.scsi0;
+    const read = d?.bytesRead ?? 0;
+    rows.push([
+      r.volid,
+      d?.kind ?? "?",
+      fmt(read),
+      fmt(d?.bytesWritten ?? 0),
+      fmt(r.stats.archiveSize),
+      `${r.seconds.toFixed(2)} s`,
+      `${fmt(r.seconds > 0 ? read / r.seconds : 0)}/s`,
+    ]);
+  }
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((row) => row[c].length)));
+  for (const row of rows) console.log("  " + row.map((v, c) => v.padEnd(widths[c])).join("  "));
+  console.log(`\nvolt demo: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 } catch (err) {
   console.error(`volt demo failed: ${(err as Error).message}`);
   Deno.exitCode = 1;
