@@ -5,32 +5,33 @@
  * @module
  */
 
-import { commandHelp, type CommandSpec, parseCommandLine } from "./lib/cli/command.ts";
-import { COMMANDS } from "./lib/commands/mod.ts";
+import { commandHelp, parseCommandLine } from "./lib/cli/command.ts";
+import { type CommandEntry, COMMANDS } from "./lib/commands/mod.ts";
 import { errorLine, UsageError, VoltError } from "./lib/errors.ts";
 
 const VERSION = "0.1.0";
 
-function mainHelp(): string {
-  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+async function mainHelp(): Promise<string> {
+  const specs = await Promise.all(COMMANDS.map((c) => c.load()));
+  const width = Math.max(...specs.map((c) => c.name.length));
   return [
     "usage: volt <command> [options]",
     "",
     "volt: volume streams, snapshot chains and NBD backups for QEMU/KVM hosts.",
     "",
     "commands:",
-    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    ...specs.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
     "",
     "Run 'volt <command> --help' for a command's options.",
   ].join("\n");
 }
 
 /** Finds the command named by the first one or two words of argv. */
-function findCommand(argv: string[]): { spec: CommandSpec; rest: string[] } | undefined {
+function findCommand(argv: string[]): { entry: CommandEntry; rest: string[] } | undefined {
   for (const words of [2, 1]) {
     const name = argv.slice(0, words).join(" ");
-    const spec = COMMANDS.find((c) => c.name === name);
-    if (spec) return { spec, rest: argv.slice(words) };
+    const entry = COMMANDS.find((c) => c.name === name);
+    if (entry) return { entry, rest: argv.slice(words) };
   }
   return undefined;
 }
@@ -38,7 +39,7 @@ function findCommand(argv: string[]): { spec: CommandSpec; rest: string[] } | un
 /** Runs volt with the given arguments and resolves to the process exit code. */
 export async function main(argv: string[]): Promise<number> {
   if (argv.length === 0 || argv[0] === "--help" || argv[0] === "-h" || argv[0] === "help") {
-    console.log(mainHelp());
+    console.log(await mainHelp());
     return argv.length === 0 ? 2 : 0;
   }
   if (argv[0] === "--version") {
@@ -56,12 +57,13 @@ export async function main(argv: string[]): Promise<number> {
       }
       throw new UsageError(`unknown command '${argv[0]}': see 'volt --help'`);
     }
-    const args = parseCommandLine(found.spec, found.rest);
+    const spec = await found.entry.load();
+    const args = parseCommandLine(spec, found.rest);
     if (args.values.help) {
-      console.log(commandHelp(found.spec));
+      console.log(commandHelp(spec));
       return 0;
     }
-    return (await found.spec.run(args)) ?? 0;
+    return (await spec.run(args)) ?? 0;
   } catch (err) {
     if (Deno.env.get("VOLT_DEBUG") === "1") console.error(err);
     console.error(`volt: ${errorLine(err)}`);

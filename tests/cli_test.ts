@@ -13,3 +13,26 @@ Deno.test("volt --help lists the commands and exits 0", async () => {
   assert.equal(r.code, 0);
   assert.match(r.stdout, /usage: volt <command>/);
 });
+
+Deno.test("every command in the table loads a spec of the same name, with help", async () => {
+  const { COMMANDS } = await import("../lib/commands/mod.ts");
+  const { commandHelp } = await import("../lib/cli/command.ts");
+  for (const entry of COMMANDS) {
+    const spec = await entry.load();
+    assert.equal(spec.name, entry.name);
+    assert.match(commandHelp(spec), new RegExp(`^usage: volt ${entry.name}`));
+  }
+});
+
+Deno.test("a command's --help exits 0 and a missing argument exits 2 naming the usage", async () => {
+  const help = await volt(["alloc", "--help"]);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^usage: volt alloc <storage> <vmid> <filename\|auto> <size>/);
+  const missing = await volt(["alloc", "local"]);
+  assert.equal(missing.code, 2);
+  assert.equal(missing.stderr.trim().split("\n").length, 1);
+  assert.match(missing.stderr, /missing argument \(usage: volt alloc/);
+  const unknown = await volt(["list", "local", "--frob"]);
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.stderr, /Unknown option '--frob'/);
+});
