@@ -98,12 +98,17 @@ export class Sha256 implements Disposable {
 
   /** The digest as lower-case hex; frees the context. */
   digest(): string {
+    return Array.from(this.digestBytes(), (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  /** The 32 digest bytes; frees the context. */
+  digestBytes(): Uint8Array {
     if (this.#ctx === null) throw new Error("digest already finished");
     const out = new Uint8Array(32);
     const ok = this.#lib.EVP_DigestFinal_ex(this.#ctx, out, null);
     this[Symbol.dispose]();
     if (ok !== 1) throw new Error("libcrypto: EVP_DigestFinal_ex failed");
-    return Array.from(out, (b) => b.toString(16).padStart(2, "0")).join("");
+    return out;
   }
 
   /** Frees the context (idempotent). */

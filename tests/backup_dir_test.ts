@@ -215,12 +215,16 @@ Deno.test("manifests with names that could leave the backup or lie about the cha
     vmid: 100,
     time: 5,
     devices: { scsi0: { file: "scsi0.qcow2", size: 1024, kind: "full", clusterSize: 65536 } },
-    files: [{ name: "scsi0.qcow2", size: 1, sha256: "a".repeat(64) }],
+    files: [{ name: "scsi0.qcow2", size: 1, digest: `sha256-64m:${"a".repeat(64)}` }],
   };
   const parse = (m: unknown) => parseManifest(JSON.stringify(m), "m");
   assert.equal(parse(base).vmid, 100);
   assert.throws(
-    () => parse({ ...base, files: [{ name: "../x", size: 1, sha256: "a".repeat(64) }] }),
+    () =>
+      parse({
+        ...base,
+        files: [{ name: "../x", size: 1, digest: `sha256-64m:${"a".repeat(64)}` }],
+      }),
     /not a plain file name/,
   );
   assert.throws(() => parse({ ...base, devices: { "../a": base.devices.scsi0 } }), /device name/);

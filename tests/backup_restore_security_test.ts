@@ -7,16 +7,12 @@
  */
 
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
+import { fileDigest } from "../lib/backup/checksum.ts";
 import { createImage, qemuIo } from "./helpers/nbd_server.ts";
 import { type BackupEnv, backupEnv, backupOk, dirNames, listVolumes } from "./helpers/backup.ts";
 import { sh, TempDir, volt, voltCommand } from "./helpers/volt.ts";
 
 const MiB = 1024 * 1024;
-
-async function sha256(path: string): Promise<string> {
-  return createHash("sha256").update(await Deno.readFile(path)).digest("hex");
-}
 
 /** Writes a backup directory by hand around an image made by `makeImage(path)`. */
 async function craftBackup(
@@ -35,7 +31,9 @@ async function craftBackup(
     files.push({
       name,
       size: st.size,
-      sha256: st.isFile ? await sha256(`${dir}/${name}`) : "0".repeat(64),
+      digest: st.isFile
+        ? (await fileDigest(`${dir}/${name}`)).digest
+        : `sha256-64m:${"0".repeat(64)}`,
     });
   }
   const manifest = {

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { createImage, qemuIo } from "./helpers/nbd_server.ts";
 import { backupEnv, backupOk } from "./helpers/backup.ts";
-import { TempDir, volt } from "./helpers/volt.ts";
+import { sh, TempDir, volt } from "./helpers/volt.ts";
 
 const MiB = 1024 * 1024;
 
@@ -109,4 +109,31 @@ Deno.test("verify of something that is not a backup", async () => {
   const bad = await volt(["verify", "backup:backup/100/../x"], { env: e.env });
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /invalid volume/);
+});
+
+Deno.test("an image larger than one digest chunk: hashed while written, checkable by hand", async () => {
+  await using tmp = new TempDir();
+  const e = backupEnv(tmp);
+  const img = tmp.join("disk.qcow2");
+  await createImage(img, 256 * MiB);
+  await qemuIo(img, ["write -P 0x73 0 150M", "write -P 0x74 200M 30M"]);
+  await Deno.writeTextFile(tmp.join("guest.conf"), "memory: 512\n");
+  const volid = await backupOk(e, 100, [
+    "--disk",
+    `scsi0=${img}`,
+    "--config",
+    tmp.join("guest.conf"),
+  ]);
+  const r = await volt(["verify", volid], { env: e.env });
+  assert.equal(r.code, 0, r.stderr);
+  const dir = `${e.backupRoot}/100/${volid.split("/").at(-1)}`;
+  const manifest = JSON.parse(await Deno.readTextFile(`${dir}/manifest.json`));
+  const entry = manifest.files.find((f: { name: string }) => f.name === "scsi0.qcow2");
+  assert.ok(entry.size > 2 * 64 * MiB, "spans several chunks");
+  const byHand = await sh("bash", [
+    "-c",
+    `split -b 64M --filter='sha256sum | head -c 64 | tr a-f A-F | basenc --base16 -d' ` +
+    `'${dir}/scsi0.qcow2' | sha256sum | head -c 64`,
+  ]);
+  assert.equal(entry.digest, `sha256-64m:${byHand}`);
 });

@@ -1,6 +1,6 @@
 /**
  * The manifest of a stored VM backup (`manifest.json`): what the backup holds (devices, sizes,
- * parent backup) and the size and SHA-256 of every file in it. Written LAST, after every other
+ * parent backup) and the size and digest (`sha256-64m`) of every file in it. Written LAST, after every other
  * file is complete and on disk, so a backup directory without a valid manifest is never a
  * backup. Layout and field meanings: `docs/formats.md`, "Backup layout".
  *
@@ -8,7 +8,7 @@
  */
 
 import { VoltError } from "../errors.ts";
-import { type FileDigest, sha256File } from "./checksum.ts";
+import { DIGEST_ALGORITHM, fileDigest } from "./checksum.ts";
 
 /** File name of the manifest inside a backup directory. */
 export const MANIFEST_NAME = "manifest.json";
@@ -25,8 +25,8 @@ export interface ManifestFile {
   name: string;
   /** Bytes. */
   size: number;
-  /** Lower-case hex SHA-256 of the whole file (what `sha256sum` prints). */
-  sha256: string;
+  /** `sha256-64m:<hex>`: see `lib/backup/checksum.ts` (for a file up to 64 MiB, the SHA-256 of its SHA-256). */
+  digest: string;
 }
 
 /** One backed-up disk. */
@@ -66,6 +66,7 @@ export interface Manifest {
 const DEVICE_NAME = /^[a-z][a-z0-9_-]{0,31}$/;
 const FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const BACKUP_DIR_NAME = /^qemu-\d{1,12}$/;
+const DIGEST = new RegExp(`^${DIGEST_ALGORITHM}:[0-9a-f]{64}$`);
 
 /**
  * Whether `name` can be a device name in a backup (`scsi0`, `virtio1`, `efidisk0`): lower-case
@@ -127,11 +128,13 @@ export function parseManifest(text: string, where: string): Manifest {
     }
     if (names.has(f.name)) throw bad(`file '${f.name}' is listed twice`);
     if (!isCount(f.size)) throw bad(`file '${f.name}': size is not a non-negative integer`);
-    if (typeof f.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(f.sha256)) {
-      throw bad(`file '${f.name}': sha256 is not 64 lower-case hex digits`);
+    if (typeof f.digest !== "string" || !DIGEST.test(f.digest)) {
+      throw bad(
+        `file '${f.name}': digest is not '${DIGEST_ALGORITHM}:' and 64 lower-case hex digits`,
+      );
     }
     names.add(f.name);
-    files.push({ name: f.name, size: f.size, sha256: f.sha256 });
+    files.push({ name: f.name, size: f.size, digest: f.digest });
   }
   if (!isObject(raw.devices)) throw bad("devices is not an object");
   const devices: Record<string, ManifestDevice> = {};
@@ -228,7 +231,7 @@ export function formatManifest(m: Manifest): string {
     files: [...m.files].sort((a, b) => a.name.localeCompare(b.name)).map((f) => ({
       name: f.name,
       size: f.size,
-      sha256: f.sha256,
+      digest: f.digest,
     })),
   };
   return `${JSON.stringify(ordered, null, 2)}\n`;
@@ -270,14 +273,14 @@ export async function syncDir(dir: string): Promise<void> {
   await d.sync();
 }
 
-/** The manifest entry of `<dir>/<name>`: its size and SHA-256. */
+/** The manifest entry of `<dir>/<name>`: its size and digest. */
 export async function fileEntry(
   dir: string,
   name: string,
   options: { signal?: AbortSignal } = {},
 ): Promise<ManifestFile> {
-  const d: FileDigest = await sha256File(`${dir}/${name}`, options);
-  return { name, size: d.size, sha256: d.sha256 };
+  const d = await fileDigest(`${dir}/${name}`, options);
+  return { name, size: d.size, digest: d.digest };
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

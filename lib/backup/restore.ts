@@ -238,7 +238,7 @@ async function convert(
   format: string,
   o: { signal?: AbortSignal; progress?: (percent: number) => void },
 ): Promise<void> {
-  const args = ["convert", "-p", "-n", "-W", "-f", src.format, "-O", format];
+  const args = ["convert", "-p", "-n", "-f", src.format, "-O", format];
   if (await readsAsZero(dest, format)) args.push("--target-is-zero");
   args.push(src.path, dest);
   const child = new Deno.Command("qemu-img", {

@@ -1,6 +1,6 @@
 /**
  * Verifying a stored VM backup of the directory layout (`docs/formats.md`, "Backup layout"),
- * without changing it: the manifest, the size and SHA-256 of every file, no file that is not
+ * without changing it: the manifest, the size and digest of every file, no file that is not
  * listed, each image's backing chain walked by volt itself (the same guard as restore), then
  * `qemu-img check` of each image, and each incremental image's parents: present, listing the
  * device with the same size, their images matching their own manifests.
@@ -12,7 +12,7 @@ import type { VerifyProblem, VerifyReport } from "../../plugins/backup_api.ts";
 import { readQcow2Header } from "../qcow2/header.ts";
 import { run } from "../run.ts";
 import { assertSafeBackupChain } from "./chain_guard.ts";
-import { sha256File } from "./checksum.ts";
+import { fileDigest } from "./checksum.ts";
 import { LOG_NAME, type Manifest, MANIFEST_NAME, readManifest } from "./manifest.ts";
 
 /** Where the backup lives. */
@@ -57,7 +57,7 @@ export async function verifyBackupDir(dir: string, options: VerifyOptions): Prom
     }
     let d;
     try {
-      d = await sha256File(`${dir}/${f.name}`);
+      d = await fileDigest(`${dir}/${f.name}`);
     } catch (err) {
       problems.push({ file: f.name, message: (err as Error).message.replace(`${dir}/`, "") });
       continue;
@@ -69,10 +69,10 @@ export async function verifyBackupDir(dir: string, options: VerifyOptions): Prom
         file: f.name,
         message: `${f.name} has ${d.size} bytes, the manifest says ${f.size}`,
       });
-    } else if (d.sha256 !== f.sha256) {
+    } else if (d.digest !== f.digest) {
       problems.push({
         file: f.name,
-        message: `${f.name} does not match its checksum (sha256 ${d.sha256}, manifest ${f.sha256})`,
+        message: `${f.name} does not match its checksum (${d.digest}, manifest ${f.digest})`,
       });
     }
   }
@@ -164,10 +164,10 @@ export async function verifyBackupDir(dir: string, options: VerifyOptions): Prom
       const entry = parent.files.find((f) => f.name === pd.file);
       const path = `${parentDir}/${pd.file}`;
       if (!parentHashes.has(path)) {
-        parentHashes.set(path, sha256File(path).then((x) => x.sha256, () => "missing"));
+        parentHashes.set(path, fileDigest(path).then((x) => x.digest, () => "missing"));
       }
       const sum = await parentHashes.get(path)!;
-      if (!entry || sum !== entry.sha256) {
+      if (!entry || sum !== entry.digest) {
         problems.push({
           file: d.file,
           message:

@@ -16,6 +16,9 @@ import { copyNbd } from "../../lib/nbd/copy.ts";
 import { BASE_ALLOCATION, dirtyBitmapContext, readExtents } from "../../lib/nbd/extents.ts";
 import { connectNbd } from "../../lib/nbd/source.ts";
 import { isZero, Qcow2Writer } from "../../lib/qcow2/writer.ts";
+import { RateLimiter } from "../../lib/backup/throttle.ts";
+import type { FileDigest } from "../../lib/backup/checksum.ts";
+import { DigestingSink } from "../../lib/backup/digest_sink.ts";
 
 /** Default (and largest) cluster size of backup images: the dirty bitmaps' granularity. */
 export const BACKUP_CLUSTER_SIZE = 64 * 1024;
@@ -33,9 +36,11 @@ export interface CopyVolumeOptions {
   signal?: AbortSignal;
 }
 
-/** What was copied, and the image's cluster size. */
+/** What was copied, the image's cluster size, and its digest (computed during the copy). */
 export interface CopyVolumeResult extends DeviceBackupStats {
   clusterSize: number;
+  /** Resolves to the image's size and digest; the tail is still being hashed on return. */
+  digest: Promise<FileDigest>;
 }
 
 /**
@@ -66,11 +71,12 @@ async function copyFromNbd(vol: VmVolume, o: CopyVolumeOptions): Promise<CopyVol
     backingFile: o.backingFile,
     mode: 0o600,
   });
+  const sink = new DigestingSink(writer);
   const stats = await copyNbd({
     source: { uri: nbd.uri },
     bitmap: incremental ? nbd.bitmapName : undefined,
     ranges: incremental ? "dirty" : "allocated",
-    sink: writer,
+    sink,
     bwlimitKiB: o.bandwidthLimit,
     onProgress: o.progress ? (p) => o.progress!(p.bytesDone, p.bytesTotal) : undefined,
     progressInterval: 250,
@@ -85,6 +91,7 @@ async function copyFromNbd(vol: VmVolume, o: CopyVolumeOptions): Promise<CopyVol
     fileSize: writer.stats().fileSize,
     seconds: stats.seconds,
     clusterSize,
+    digest: sink.digest(),
   };
 }
 
@@ -133,13 +140,15 @@ const READ_CHUNK = 1024 * 1024;
 async function copyFromFile(vol: VmVolume, o: CopyVolumeOptions): Promise<CopyVolumeResult> {
   const fh = vol.fileHandle!;
   const t0 = performance.now();
-  const writer = await Qcow2Writer.create(o.target, {
-    size: vol.size,
-    clusterSize: BACKUP_CLUSTER_SIZE,
-    backingFile: o.backingFile,
-    mode: 0o600,
-  });
-  const limiter = new RateLimiter(o.bandwidthLimit ?? 0);
+  const writer = new DigestingSink(
+    await Qcow2Writer.create(o.target, {
+      size: vol.size,
+      clusterSize: BACKUP_CLUSTER_SIZE,
+      backingFile: o.backingFile,
+      mode: 0o600,
+    }),
+  );
+  const limiter = o.bandwidthLimit ? new RateLimiter(o.bandwidthLimit * 1024) : undefined;
   const buf = new Uint8Array(READ_CHUNK);
   let bytesRead = 0;
   let bytesWritten = 0;
@@ -153,7 +162,7 @@ async function copyFromFile(vol: VmVolume, o: CopyVolumeOptions): Promise<CopyVo
       for (let pos = region.offset; pos < end;) {
         o.signal?.throwIfAborted();
         const n = Math.min(READ_CHUNK, end - pos);
-        await limiter.take(n, o.signal);
+        await limiter?.take(n, o.signal);
         const chunk = buf.subarray(0, n);
         await readAt(fh.file, chunk, pos, fh.path);
         bytesRead += n;
@@ -185,9 +194,10 @@ async function copyFromFile(vol: VmVolume, o: CopyVolumeOptions): Promise<CopyVo
     bytesRead,
     bytesWritten,
     bytesZeroed: bytesZeroed + (vol.size - bytesRead),
-    fileSize: writer.stats().fileSize,
+    fileSize: writer.writer.stats().fileSize,
     seconds: (performance.now() - t0) / 1000,
     clusterSize: BACKUP_CLUSTER_SIZE,
+    digest: writer.digest(),
   };
 }
 
@@ -201,38 +211,5 @@ async function readAt(file: Deno.FsFile, buf: Uint8Array, offset: number, path: 
       throw new VoltError(`'${path}' ended at ${offset + n}, before its size: it shrank`);
     }
     n += r;
-  }
-}
-
-/** A token bucket in bytes per second (0: unlimited). */
-class RateLimiter {
-  readonly #rate: number;
-  readonly #t0 = performance.now();
-  #taken = 0;
-
-  constructor(kibPerSecond: number) {
-    this.#rate = kibPerSecond * 1024;
-  }
-
-  /** Waits until `bytes` more may be read. */
-  async take(bytes: number, signal?: AbortSignal): Promise<void> {
-    if (this.#rate <= 0) return;
-    this.#taken += bytes;
-    const due = this.#t0 + (1000 * (this.#taken - bytes)) / this.#rate;
-    const wait = due - performance.now();
-    if (wait > 0) {
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(done, wait);
-        function done() {
-          signal?.removeEventListener("abort", onAbort);
-          resolve();
-        }
-        function onAbort() {
-          clearTimeout(timer);
-          reject(signal!.reason);
-        }
-        signal?.addEventListener("abort", onAbort, { once: true });
-      });
-    }
   }
 }

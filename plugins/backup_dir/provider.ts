@@ -37,7 +37,7 @@ import {
   writeFileDurably,
   writeManifest,
 } from "../../lib/backup/manifest.ts";
-import { sha256File } from "../../lib/backup/checksum.ts";
+import { fileDigest } from "../../lib/backup/checksum.ts";
 import { verifyBackupDir } from "../../lib/backup/verify.ts";
 import { copyVolume } from "./copy_volume.ts";
 import {
@@ -239,10 +239,11 @@ export class DirBackupProvider implements BackupProvider {
         clusterSize: r.clusterSize,
         ...(backingFile !== undefined ? { backing: backingFile } : {}),
       };
-      const { clusterSize: _, ...stats } = r;
+      const { clusterSize: _, digest, ...stats } = r;
       g.stats[vol.device] = stats;
-      // Hash this image while the next disk is copied.
-      const hash = fileEntry(g.tempDir, file, { signal: info.signal });
+      // Most of the image was hashed during the copy; the rest is hashed while the next disk
+      // is copied.
+      const hash = digest.then((d) => ({ name: file, size: d.size, digest: d.digest }));
       hash.catch(() => {});
       g.hashes.push(hash);
     }
@@ -395,8 +396,8 @@ export class DirBackupProvider implements BackupProvider {
     const entry = b.manifest.files.find((f) => f.name === name);
     if (!entry) return undefined;
     const path = `${b.dir}/${name}`;
-    const digest = await sha256File(path);
-    if (digest.sha256 !== entry.sha256 || digest.size !== entry.size) {
+    const digest = await fileDigest(path);
+    if (digest.digest !== entry.digest || digest.size !== entry.size) {
       throw new VoltError(
         `backup '${this.#storage.id}:${volname}': ${name} does not match its checksum in the manifest`,
       );
