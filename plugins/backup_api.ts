@@ -51,14 +51,17 @@ export interface VmVolume {
     uri: string;
     socket: string;
     exportName: string;
-    /** Dirty bitmap name (meta context `qemu:dirty-bitmap:<name>`), unless bitmapMode is `none`. */
+    /** Dirty bitmap name (meta context `qemu:dirty-bitmap:<name>`) when bitmapMode is `reuse`. */
     bitmapName?: string;
   };
   /** `file-handle` mechanism: an open, readable file and the regions to copy. */
   fileHandle?: {
     file: Deno.FsFile;
     path: string;
-    /** Next region to copy, in ascending order; null at the end. Everything when no bitmap. */
+    /**
+     * Next region to copy, in ascending order; null at the end. Without a bitmap: the data
+     * regions of a sparse file (holes read as zeros), or the whole device.
+     */
     nextDirtyRegion(): Promise<DirtyRegion | null>;
   };
 }

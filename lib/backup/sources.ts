@@ -289,7 +289,16 @@ export async function prepareDisk(src: DiskSource, o: PrepareOptions): Promise<P
         },
       },
       release: () => Promise.resolve(),
-      commit: () => Promise.resolve(),
+      commit() {
+        if (src.bitmap !== undefined) {
+          o.log?.(
+            "info",
+            `${src.device}: backup committed: dirty bitmap '${src.bitmap}' of the NBD export can ` +
+              "now be reset by its owner (volt cannot change it over NBD)",
+          );
+        }
+        return Promise.resolve();
+      },
       abandon: () => Promise.resolve(),
     };
   }

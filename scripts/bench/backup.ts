@@ -233,16 +233,19 @@ async function main(): Promise<void> {
         const s = await c.run();
         await c.after();
         if (r >= 0) {
-          if (!results.has(c.name)) results.set(c.name, []);
-          results.get(c.name)!.push(s);
+          const key = `${title}/${c.name}`;
+          if (!results.has(key)) results.set(key, []);
+          results.get(key)!.push(s);
         }
       }
     }
     for (const c of runs) {
-      const xs = results.get(c.name)!;
+      const xs = results.get(`${title}/${c.name}`)!;
       const rss = Math.max(...xs.map((x) => x.rssKiB));
+      const times = xs.map((x) => x.seconds);
       console.log(
-        `  ${c.name.padEnd(44)} ${median(xs.map((x) => x.seconds)).toFixed(2).padStart(6)} s` +
+        `  ${c.name.padEnd(44)} ${median(times).toFixed(2).padStart(6)} s` +
+          ` (min ${Math.min(...times).toFixed(2)}, max ${Math.max(...times).toFixed(2)})` +
           (rss > 0 ? `   peak RSS ${Math.round(rss / 1024)} MiB` : ""),
       );
     }
@@ -258,7 +261,10 @@ async function main(): Promise<void> {
       await exec("sync", []); // no writeback left for the next run
     },
   };
-  await series("full backup (durable: every output on disk when its timer stops)", [
+  const FULL = "full backup (durable: every output on disk when its timer stops)";
+  const INCR = "incremental (dirty ranges only) vs full, both volt backup";
+  const RESTORE = "restore of the full+incremental chain to raw (page cache, no sync)";
+  await series(FULL, [
     voltFull,
     {
       name: "qemu-img create + qemu-nbd + nbdcopy --flush",
@@ -293,7 +299,7 @@ async function main(): Promise<void> {
     },
   ]);
 
-  await series("incremental (dirty ranges only) vs full, both volt backup", [
+  await series(INCR, [
     voltFull,
     {
       name: "volt backup (incremental)",
@@ -318,7 +324,7 @@ async function main(): Promise<void> {
     await Deno.remove(`${home}/images`, { recursive: true }).catch(() => {});
     await Deno.remove(`${home}/qemu-server`, { recursive: true }).catch(() => {});
   };
-  await series("restore of the full+incremental chain to raw (page cache, no sync)", [
+  await series(RESTORE, [
     {
       name: "volt restore",
       run: () => timed(volt("restore", inc.volid, "300", "--storage", "local"), env, dir),
@@ -354,8 +360,9 @@ async function main(): Promise<void> {
     sumTimes.push((performance.now() - t0) / 1000);
   }
 
-  const med = (name: string) => median(results.get(name)!.map((x) => x.seconds));
-  const full = med("volt backup --mode full");
+  const med = (title: string, name: string) =>
+    median(results.get(`${title}/${name}`)!.map((x) => x.seconds));
+  const full = med(FULL, "volt backup --mode full");
   const ratio = (a: number, b: number) => (a / b).toFixed(2);
   console.log(
     `\n== SHA-256 of the full backup's image (${(fileSize / GiB).toFixed(2)} GiB, page cache)`,
@@ -371,32 +378,32 @@ async function main(): Promise<void> {
     }%`,
   );
 
-  const rssMax = Math.max(
-    ...["volt backup --mode full", "volt backup (incremental)", "volt restore"].flatMap((n) =>
-      results.get(n)!.map((x) => x.rssKiB)
-    ),
-  );
+  const rssMax = Math.max(...[...results.values()].flat().map((x) => x.rssKiB));
   console.log("\n== ratios (time of volt / time of the other; lower is better)");
   const rows: [string, string, string][] = [
     [
       "full backup / nbdcopy route",
-      ratio(full, med("qemu-img create + qemu-nbd + nbdcopy --flush")),
+      ratio(full, med(FULL, "qemu-img create + qemu-nbd + nbdcopy --flush")),
       "<= 1.0",
     ],
     [
       "full backup / qemu-img convert -W",
-      ratio(full, med("qemu-img convert -W -O qcow2 + sync")),
+      ratio(full, med(FULL, "qemu-img convert -W -O qcow2 + sync")),
       "goal < 1",
     ],
-    ["incremental / full", ratio(med("volt backup (incremental)"), full), "<= 0.25"],
+    [
+      "incremental / full",
+      ratio(med(INCR, "volt backup (incremental)"), med(INCR, "volt backup --mode full")),
+      "<= 0.25",
+    ],
     [
       "restore chain / qemu-img convert",
-      ratio(med("volt restore"), med("qemu-img convert -O raw")),
+      ratio(med(RESTORE, "volt restore"), med(RESTORE, "qemu-img convert -O raw")),
       "<= 1.2",
     ],
     [
       "restore chain / qemu-img convert -W",
-      ratio(med("volt restore"), med("qemu-img convert -W -O raw")),
+      ratio(med(RESTORE, "volt restore"), med(RESTORE, "qemu-img convert -W -O raw")),
       "",
     ],
     ["peak RSS of volt (MiB)", String(Math.round(rssMax / 1024)), "< 250"],
