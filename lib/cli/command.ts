@@ -117,7 +117,9 @@ export function parseCommandLine(spec: CommandSpec, argv: string[]): ParsedArgs 
 
 /** The `--help` text of a command. */
 export function commandHelp(spec: CommandSpec): string {
-  const options = { ...spec.options, ...GLOBAL_OPTIONS };
+  // The command's own options first; a command may give a global name its own meaning.
+  const options = { ...spec.options };
+  for (const [name, o] of Object.entries(GLOBAL_OPTIONS)) if (!(name in options)) options[name] = o;
   const rows = Object.entries(options).map(([name, o]) => {
     const flag = `${o.short ? `-${o.short}, ` : "    "}--${name}${o.arg ? ` ${o.arg}` : ""}`;
     return [
