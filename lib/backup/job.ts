@@ -27,6 +27,7 @@ import type {
 import { errorLine, VoltError } from "../errors.ts";
 import { InterruptedError } from "../signals.ts";
 import type { Storages } from "../storage/storages.ts";
+import { assertSafeVolname } from "../storage/volume_id.ts";
 import { openBackupProvider } from "./open_provider.ts";
 import {
   type DiskArg,
@@ -172,7 +173,12 @@ export async function runBackupJob(o: BackupJobOptions): Promise<BackupJobResult
     let initCalled = false;
     try {
       initCalled = true;
-      ({ archiveName } = await provider.backupInit(o.vmid, "qemu", startTime));
+      const init = await provider.backupInit(o.vmid, "qemu", startTime);
+      if (typeof init?.archiveName !== "string" || init.archiveName === "") {
+        throw new VoltError("the provider's backupInit returned no archive name");
+      }
+      assertSafeVolname(init.archiveName);
+      archiveName = init.archiveName;
       const mechanism = await provider.backupGetMechanism(o.vmid, "qemu");
       if (mechanism !== "nbd" && mechanism !== "file-handle") {
         throw new VoltError(

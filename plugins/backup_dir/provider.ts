@@ -355,7 +355,20 @@ export class DirBackupProvider implements BackupProvider {
 
   // ---- restore ----
 
-  async #stored(volname: string): Promise<StoredBackup & { all: StoredBackup[] }> {
+  /** Finished backups looked up by restore, by volume name (one command: no staleness). */
+  readonly #storedCache = new Map<string, Promise<StoredBackup & { all: StoredBackup[] }>>();
+
+  #stored(volname: string): Promise<StoredBackup & { all: StoredBackup[] }> {
+    let found = this.#storedCache.get(volname);
+    if (!found) {
+      found = this.#lookup(volname);
+      this.#storedCache.set(volname, found);
+      found.catch(() => this.#storedCache.delete(volname));
+    }
+    return found;
+  }
+
+  async #lookup(volname: string): Promise<StoredBackup & { all: StoredBackup[] }> {
     const b = parseBackupVolname(volname);
     if (b.type !== "qemu") throw new VoltError(`'${volname}' is not a VM backup`);
     const all = await listGuestBackups(this.#root, b.vmid);
