@@ -136,4 +136,15 @@ Deno.test("an image larger than one digest chunk: hashed while written, checkabl
     `'${dir}/scsi0.qcow2' | sha256sum | head -c 64`,
   ]);
   assert.equal(entry.digest, `sha256-64m:${byHand}`);
+
+  // An incremental image of several chunks (written over a backing file) as well.
+  await qemuIo(img, ["write -P 0x75 10M 140M"]);
+  const inc = await backupOk(e, 100, [
+    "--disk",
+    `scsi0=${img}`,
+    "--config",
+    tmp.join("guest.conf"),
+  ]);
+  const v = await volt(["verify", inc], { env: e.env });
+  assert.equal(v.code, 0, v.stderr);
 });
