@@ -42,6 +42,7 @@ import {
 import type { StreamSink, StreamSource, VolumeExportOptions, VolumeImportOptions } from "./api.ts";
 import { exportFormatsForPath, exportPathVolume } from "../lib/streams/export.ts";
 import { importFormatsForPath, importPathVolume } from "../lib/streams/import.ts";
+import { pathExists } from "../lib/fs.ts";
 
 /** Options of a directory storage (beyond content, disable, shared, nodes). */
 export const DIR_OPTIONS: Readonly<Record<string, OptionSchema>> = {
@@ -107,16 +108,6 @@ function volumePath(storage: Storage, volname: string): string {
 function optionFlag(storage: Storage, name: string, dflt: boolean): boolean {
   const v = storage.options[name];
   return typeof v === "boolean" ? v : dflt;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
-  }
 }
 
 async function checkMounted(storage: Storage): Promise<void> {
@@ -238,7 +229,7 @@ export const plugin: StoragePlugin = {
     const path = root(storage);
     await checkMounted(storage);
     const createBase = optionFlag(storage, "create-base-path", optionFlag(storage, "mkdir", true));
-    if (!(await exists(path))) {
+    if (!(await pathExists(path))) {
       if (!createBase) {
         throw new VoltError(`storage '${storage.id}': directory '${path}' does not exist`);
       }
@@ -290,7 +281,7 @@ export const plugin: StoragePlugin = {
         : checkedImageName(name, vmid, format);
       const volname = imageVolname(vmid, file);
       const path = volumePath(storage, volname);
-      if (await exists(path)) {
+      if (await pathExists(path)) {
         throw new VoltError(`volume '${storage.id}:${volname}' already exists`);
       }
       await Deno.mkdir(dir, { recursive: true });
@@ -308,7 +299,7 @@ export const plugin: StoragePlugin = {
     const path = volumePath(storage, volname);
     const v = parseDirVolname(volname);
     return withStorageLock(storage, async () => {
-      if (!(await exists(path))) {
+      if (!(await pathExists(path))) {
         throw new VoltError(`volume '${storage.id}:${volname}' does not exist`);
       }
       if (v.format === "qcow2") {

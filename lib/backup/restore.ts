@@ -18,6 +18,7 @@ import { assertSafeBackupChain } from "./chain_guard.ts";
 import { type RestoredDisk, rewriteGuestConfig } from "./guest_config.ts";
 import { writeFileDurably } from "./manifest.ts";
 import { openBackupProvider } from "./open_provider.ts";
+import { pathExists } from "../fs.ts";
 
 /** Options of {@link runRestore}. */
 export interface RestoreOptions {
@@ -99,7 +100,7 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreResult> {
     ? undefined
     : o.firewallOut ?? `${home}/firewall/${o.vmid}.fw`;
   for (const p of [configPath, firewallPath]) {
-    if (p !== undefined && !o.force && (await exists(p))) {
+    if (p !== undefined && !o.force && (await pathExists(p))) {
       throw new VoltError(
         `'${p}' exists (guest ${o.vmid} has a configuration): choose another vmid, or pass --force`,
       );
@@ -292,14 +293,4 @@ async function readsAsZero(path: string, format: string): Promise<boolean> {
 
 function dirname(path: string): string {
   return path.slice(0, path.lastIndexOf("/")) || "/";
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
-  }
 }

@@ -38,6 +38,7 @@ import { decodeSizeHeader, SIZE_HEADER_LENGTH } from "./size_header.ts";
 import { writeSparse } from "./sparse_writer.ts";
 import { tarExtract } from "./tar.ts";
 import { vmdkParent } from "../storage/vmdk_parent.ts";
+import { pathExists } from "../fs.ts";
 
 /** The plugin members the generic import uses. */
 export type PathImportPlugin = Pick<
@@ -184,7 +185,7 @@ async function importChecked(
 
   const path = plugin.path(storage, volname);
   let rename = false;
-  if (await exists(path)) {
+  if (await pathExists(path)) {
     if (!(options.allowRename && isDisk)) throw new VoltError(`file '${path}' already exists`);
     log("warn", `file '${path}' already exists - importing with a different name`);
     rename = true;
@@ -328,16 +329,6 @@ async function verifyImage(
     throw new SyntaxError(
       `imported ${format} image has a virtual size of ${info.size} bytes, its size header announced ${size}`,
     );
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
   }
 }
 

@@ -50,6 +50,7 @@ import {
   TEMP_PREFIX,
 } from "./layout.ts";
 import { lockGuest } from "./guest_lock.ts";
+import { pathExists } from "../../lib/fs.ts";
 
 /** File names inside a backup. */
 export const GUEST_CONFIG = "guest.conf";
@@ -292,7 +293,7 @@ export class DirBackupProvider implements BackupProvider {
       try {
         files.push(await fileEntry(g.tempDir, FIREWALL_CONFIG));
       } catch (err) {
-        if (!(await exists(`${g.tempDir}/${FIREWALL_CONFIG}`))) {
+        if (!(await pathExists(`${g.tempDir}/${FIREWALL_CONFIG}`))) {
           // No firewall configuration: fine.
         } else throw err;
       }
@@ -457,19 +458,9 @@ export class DirBackupProvider implements BackupProvider {
   async archiveVerify(volname: string): Promise<VerifyReport> {
     const b = parseBackupVolname(volname);
     const dir = `${guestDir(this.#root, b.vmid)}/${b.dirName}`;
-    if (!(await exists(dir))) {
+    if (!(await pathExists(dir))) {
       throw new VoltError(`backup '${this.#storage.id}:${volname}' does not exist`);
     }
     return verifyBackupDir(dir, { guestDir: guestDir(this.#root, b.vmid) });
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
   }
 }
