@@ -36,8 +36,30 @@ function findCommand(argv: string[]): { entry: CommandEntry; rest: string[] } | 
   return undefined;
 }
 
+/**
+ * Moves global options given before the command (`volt --config F status`) behind it, where
+ * the command's parser reads them.
+ */
+function hoistGlobalOptions(argv: string[]): string[] {
+  const leading: string[] = [];
+  let i = 0;
+  while (i < argv.length && /^--(config|plugin)(=|$)/.test(argv[i])) {
+    const takesNext = !argv[i].includes("=");
+    leading.push(...argv.slice(i, i + (takesNext ? 2 : 1)));
+    i += takesNext ? 2 : 1;
+  }
+  if (leading.length === 0) return argv;
+  const rest = argv.slice(i);
+  const words = rest.length > 1 && !rest[1].startsWith("-") &&
+      COMMANDS.some((c) => c.name === `${rest[0]} ${rest[1]}`)
+    ? 2
+    : 1;
+  return [...rest.slice(0, words), ...leading, ...rest.slice(words)];
+}
+
 /** Runs volt with the given arguments and resolves to the process exit code. */
-export async function main(argv: string[]): Promise<number> {
+export async function main(rawArgv: string[]): Promise<number> {
+  const argv = hoistGlobalOptions(rawArgv);
   if (argv.length === 0 || argv[0] === "--help" || argv[0] === "-h" || argv[0] === "help") {
     console.log(await mainHelp());
     return argv.length === 0 ? 2 : 0;

@@ -36,3 +36,19 @@ Deno.test("a command's --help exits 0 and a missing argument exits 2 naming the 
   assert.equal(unknown.code, 2);
   assert.match(unknown.stderr, /Unknown option '--frob'/);
 });
+
+Deno.test("global options may come before the command", async () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const cfg = `${dir}/storage.cfg`;
+    Deno.writeTextFileSync(cfg, `dir: elsewhere\n\tpath ${dir}/s\n`);
+    const r = await volt(["--config", cfg, "status", "--output-format", "json"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout).map((x: { name: string }) => x.name), ["elsewhere"]);
+    const two = await volt([`--config=${cfg}`, "config", "show"]);
+    assert.equal(two.code, 0, two.stderr);
+    assert.match(two.stdout, /^dir: elsewhere$/m);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
