@@ -35,6 +35,7 @@
 
 import { parseArgs } from "node:util";
 import { fileDigest } from "../../lib/backup/checksum.ts";
+import { exec, median, prng, qemuIo, qemuNbd, scatteredWrites } from "./_common.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const MiB = 2 ** 20;
@@ -60,21 +61,6 @@ interface Sample {
   rssKiB: number;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-async function exec(cmd: string, args: string[], env?: Record<string, string>): Promise<string> {
-  const out = await new Deno.Command(cmd, { args, env, stdout: "piped", stderr: "piped" })
-    .output();
-  if (out.code !== 0) {
-    throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`);
-  }
-  return new TextDecoder().decode(out.stdout);
-}
-
 /** Runs argv under `/usr/bin/time`: wall time and peak RSS. */
 async function timed(argv: string[], env: Record<string, string>, scratch: string) {
   const timeFile = `${scratch}/time.txt`;
@@ -91,66 +77,6 @@ async function timed(argv: string[], env: Record<string, string>, scratch: strin
   }
   const rssKiB = Number((await Deno.readTextFile(timeFile)).trim().split("\n").at(-1));
   return { seconds, rssKiB, stdout: new TextDecoder().decode(out.stdout) };
-}
-
-/** A small deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
-
-/** qemu-io writes of `total` bytes in scattered runs of 64 KiB to `maxRun`. */
-function scatteredWrites(rand: () => number, total: number, maxRun: number, pattern: number) {
-  const cmds: string[] = [];
-  let written = 0;
-  const unit = 64 * 1024;
-  while (written < total) {
-    const len = Math.min(total - written, unit * (1 + Math.floor(rand() * (maxRun / unit))));
-    const off = unit * Math.floor(rand() * ((size - len) / unit));
-    cmds.push(`write -P ${(pattern + cmds.length) % 250 + 1} ${off} ${len}`);
-    written += len;
-  }
-  return cmds;
-}
-
-async function qemuIo(image: string, cmds: string[]): Promise<void> {
-  for (let i = 0; i < cmds.length; i += 200) {
-    await exec("qemu-io", [
-      "-f",
-      "qcow2",
-      ...cmds.slice(i, i + 200).flatMap((c) => ["-c", c]),
-      image,
-    ]);
-  }
-}
-
-/** A persistent qemu-nbd on a unix socket; returns its stop function. */
-async function qemuNbd(args: string[], socket: string): Promise<() => Promise<void>> {
-  const child = new Deno.Command("qemu-nbd", {
-    args: ["-t", "-k", socket, ...args],
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  for (let i = 0;; i++) {
-    try {
-      (await Deno.connect({ transport: "unix", path: socket })).close();
-      break;
-    } catch {
-      if (i > 500) throw new Error(`qemu-nbd did not start on ${socket}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-  return async () => {
-    child.kill("SIGTERM");
-    await child.status;
-  };
 }
 
 /** Syncs and removes paths (untimed, between runs). */
@@ -180,13 +106,13 @@ async function main(): Promise<void> {
   console.log(`preparing: ${size / GiB} GiB qcow2, ${(dataBytes / GiB).toFixed(2)} GiB of data…`);
   await exec("qemu-img", ["create", "-q", "-f", "qcow2", work, String(size)]);
   const rand = prng(7);
-  await qemuIo(work, scatteredWrites(rand, dataBytes, Math.round(dataBytes / 200), 1));
+  await qemuIo(work, scatteredWrites(rand, size, dataBytes, Math.round(dataBytes / 200), 1));
   const runVolt = (...args: string[]) => exec(Deno.execPath(), volt(...args).slice(1), env);
   const backupArgs = ["backup", "100", "--disk", `scsi0=${work}`, "--config", guest];
   const base = JSON.parse(await runVolt(...backupArgs, "--output-format", "json")) as {
     volid: string;
   };
-  await qemuIo(work, scatteredWrites(rand, dirtyBytes, 4 * MiB, 100));
+  await qemuIo(work, scatteredWrites(rand, size, dirtyBytes, 4 * MiB, 100));
   const dirtySaved = `${dir}/dirty.qcow2`;
   await exec("cp", ["--sparse=always", work, dirtySaved]);
   const guestDir = `${home}/backup/100`;
