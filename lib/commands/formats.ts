@@ -49,49 +49,42 @@ const WITH_SNAPSHOTS = {
   },
 };
 
-function printList(list: string[], what: string, volid: string, ws: boolean): void {
-  if (list.length === 0) {
-    throw new VoltError(
-      `'${volid}' has no ${what} formats ${ws ? "with" : "without"} snapshots`,
-    );
-  }
-  for (const f of list) console.log(f);
+/** The command listing `kind` formats, computed by `list`. */
+function formatsCommand(
+  kind: "export" | "import",
+  summary: string,
+  list: (storages: Storages, options: FormatsOptions) => Promise<string[]>,
+): CommandSpec {
+  return {
+    name: `${kind}-formats`,
+    summary,
+    args: "<volid>",
+    positionals: [1, 1],
+    options: WITH_SNAPSHOTS,
+    async run(args) {
+      const withSnapshots = args.values["with-snapshots"] === true;
+      const volid = args.positionals[0];
+      const formats = await list(await storagesFromArgs(args), { volid, withSnapshots });
+      if (formats.length === 0) {
+        throw new VoltError(
+          `'${volid}' has no ${kind} formats ${withSnapshots ? "with" : "without"} snapshots`,
+        );
+      }
+      for (const f of formats) console.log(f);
+    },
+  };
 }
 
 /** `volt export-formats`. */
-export const exportFormatsCommand: CommandSpec = {
-  name: "export-formats",
-  summary: "list the stream formats a volume can be exported as",
-  args: "<volid>",
-  positionals: [1, 1],
-  options: WITH_SNAPSHOTS,
-  async run(args) {
-    const ws = args.values["with-snapshots"] === true;
-    const volid = args.positionals[0];
-    printList(
-      await runExportFormats(await storagesFromArgs(args), { volid, withSnapshots: ws }),
-      "export",
-      volid,
-      ws,
-    );
-  },
-};
+export const exportFormatsCommand: CommandSpec = formatsCommand(
+  "export",
+  "list the stream formats a volume can be exported as",
+  runExportFormats,
+);
 
 /** `volt import-formats`. */
-export const importFormatsCommand: CommandSpec = {
-  name: "import-formats",
-  summary: "list the stream formats a new volume can be imported from",
-  args: "<volid>",
-  positionals: [1, 1],
-  options: WITH_SNAPSHOTS,
-  async run(args) {
-    const ws = args.values["with-snapshots"] === true;
-    const volid = args.positionals[0];
-    printList(
-      await runImportFormats(await storagesFromArgs(args), { volid, withSnapshots: ws }),
-      "import",
-      volid,
-      ws,
-    );
-  },
-};
+export const importFormatsCommand: CommandSpec = formatsCommand(
+  "import",
+  "list the stream formats a new volume can be imported from",
+  runImportFormats,
+);
