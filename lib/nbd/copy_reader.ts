@@ -12,10 +12,11 @@
 import { libc } from "../../ffi/libc.ts";
 import type { CPointer, NbdHandle } from "../../ffi/nbd_handle.ts";
 import {
-  ABORT_FAILED,
   CopyShared,
+  CopyStopped,
   COUNTER,
   Doorbell,
+  endWorker,
   SLOT_DATA,
   SLOT_ZERO,
 } from "./copy_shared.ts";
@@ -36,8 +37,6 @@ interface Connection {
   /** cookie → slot */
   inflight: Map<bigint, number>;
 }
-
-class Stopped extends Error {}
 
 let start: ReaderStart;
 let connections: Connection[] = [];
@@ -65,17 +64,7 @@ function guarded(fn: () => void): void {
     fn();
   } catch (err) {
     closeAll();
-    if (err instanceof Stopped) {
-      scope.postMessage({ type: "aborted" });
-    } else {
-      if (start) new CopyShared(start.shared).abort(ABORT_FAILED);
-      scope.postMessage({
-        type: "error",
-        message: errText(err),
-        name: err instanceof Error ? err.name : "Error",
-      });
-    }
-    scope.close();
+    endWorker(scope, start?.shared, err);
   }
 }
 
@@ -188,7 +177,7 @@ function copy(go: Go): void {
 
   try {
     for (;;) {
-      if (shared.aborted()) throw new Stopped();
+      if (shared.aborted()) throw new CopyStopped();
       let progressed = false;
       let waitMs = -1;
 

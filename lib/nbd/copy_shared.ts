@@ -15,6 +15,7 @@
  */
 
 import { libc } from "../../ffi/libc.ts";
+import type { WorkerScope } from "./copy_messages.ts";
 
 /** What a full slot asks the sink to do. */
 export const SLOT_DATA = 1;
@@ -259,4 +260,29 @@ export function createEventFd(): number {
   const fd = libc().eventfd(0, 0o4000 | 0o2000000);
   if (fd < 0) throw new Error("eventfd failed");
   return fd;
+}
+
+/** Thrown inside a copy worker when the copy was aborted (by the user or by the other thread). */
+export class CopyStopped extends Error {}
+
+/**
+ * How a copy worker ends after `err`: `aborted` when it was stopped, otherwise it marks the
+ * copy failed (so the other thread stops too) and reports the error. Then the worker closes.
+ */
+export function endWorker(
+  scope: WorkerScope,
+  shared: SharedArrayBuffer | undefined,
+  err: unknown,
+): void {
+  if (err instanceof CopyStopped) {
+    scope.postMessage({ type: "aborted" });
+  } else {
+    if (shared) new CopyShared(shared).abort(ABORT_FAILED);
+    scope.postMessage({
+      type: "error",
+      message: err instanceof Error ? err.message : String(err),
+      name: err instanceof Error ? err.name : "Error",
+    });
+  }
+  scope.close();
 }

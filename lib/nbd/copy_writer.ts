@@ -9,14 +9,12 @@
  */
 
 import type { CPointer } from "../../ffi/nbd_handle.ts";
-import { ABORT_FAILED, CopyShared, COUNTER, Doorbell, SLOT_DATA } from "./copy_shared.ts";
+import { CopyShared, CopyStopped, COUNTER, Doorbell, endWorker, SLOT_DATA } from "./copy_shared.ts";
 import type { Go, Stop, WorkerScope, WriterStart } from "./copy_messages.ts";
 import { HandlePollError, pollHandles } from "./poll.ts";
-import { errText, openSlotWriter, type SlotWriter } from "./sink_writers.ts";
+import { openSlotWriter, type SlotWriter } from "./sink_writers.ts";
 
 const scope = self as unknown as WorkerScope;
-
-class Stopped extends Error {}
 
 let start: WriterStart;
 let writer: SlotWriter | undefined;
@@ -45,17 +43,7 @@ function guarded(fn: () => void): void {
   } catch (err) {
     writer?.close(true);
     writer = undefined;
-    if (err instanceof Stopped) {
-      scope.postMessage({ type: "aborted" });
-    } else {
-      if (start) new CopyShared(start.shared).abort(ABORT_FAILED);
-      scope.postMessage({
-        type: "error",
-        message: errText(err),
-        name: err instanceof Error ? err.name : "Error",
-      });
-    }
-    scope.close();
+    endWorker(scope, start?.shared, err);
   }
 }
 
@@ -78,7 +66,7 @@ function drain(go: Go): void {
   };
 
   for (;;) {
-    if (shared.aborted()) throw new Stopped();
+    if (shared.aborted()) throw new CopyStopped();
     let progressed = false;
     for (let slot = shared.fullPop(); slot >= 0; slot = shared.fullPop()) {
       progressed = true;
