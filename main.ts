@@ -5,7 +5,7 @@
  * @module
  */
 
-import { commandHelp, parseCommandLine } from "./lib/cli/command.ts";
+import { commandHelp, type CommandSpec, parseCommandLine } from "./lib/cli/command.ts";
 import { type CommandEntry, COMMANDS } from "./lib/commands/mod.ts";
 import { errorLine, UsageError, VoltError } from "./lib/errors.ts";
 
@@ -36,30 +36,27 @@ function findCommand(argv: string[]): { entry: CommandEntry; rest: string[] } | 
   return undefined;
 }
 
-/**
- * Moves global options given before the command (`volt --config F status`) behind it, where
- * the command's parser reads them.
- */
-function hoistGlobalOptions(argv: string[]): string[] {
-  const leading: string[] = [];
+/** Splits global options given before the command (`volt --config F status`) from the rest. */
+function leadingGlobalOptions(argv: string[]): { leading: string[]; rest: string[] } {
   let i = 0;
   while (i < argv.length && /^--(config|plugin)(=|$)/.test(argv[i])) {
-    const takesNext = !argv[i].includes("=");
-    leading.push(...argv.slice(i, i + (takesNext ? 2 : 1)));
-    i += takesNext ? 2 : 1;
+    i += argv[i].includes("=") ? 1 : 2;
   }
-  if (leading.length === 0) return argv;
-  const rest = argv.slice(i);
-  const words = rest.length > 1 && !rest[1].startsWith("-") &&
-      COMMANDS.some((c) => c.name === `${rest[0]} ${rest[1]}`)
-    ? 2
-    : 1;
-  return [...rest.slice(0, words), ...leading, ...rest.slice(words)];
+  return { leading: argv.slice(0, i), rest: argv.slice(i) };
+}
+
+/**
+ * Leading global options for `spec`: a command that gives `--config` its own meaning (`volt
+ * backup`: the guest config) takes the storage configuration as `--storage-config`.
+ */
+function globalOptionsFor(spec: CommandSpec, leading: string[]): string[] {
+  if (!spec.options?.config || !spec.options["storage-config"]) return leading;
+  return leading.map((a) => a.replace(/^--config(?==|$)/, "--storage-config"));
 }
 
 /** Runs volt with the given arguments and resolves to the process exit code. */
 export async function main(rawArgv: string[]): Promise<number> {
-  const argv = hoistGlobalOptions(rawArgv);
+  const { leading, rest: argv } = leadingGlobalOptions(rawArgv);
   if (argv.length === 0 || argv[0] === "--help" || argv[0] === "-h" || argv[0] === "help") {
     console.log(await mainHelp());
     return argv.length === 0 ? 2 : 0;
@@ -80,7 +77,7 @@ export async function main(rawArgv: string[]): Promise<number> {
       throw new UsageError(`unknown command '${argv[0]}': see 'volt --help'`);
     }
     const spec = await found.entry.load();
-    const args = parseCommandLine(spec, found.rest);
+    const args = parseCommandLine(spec, [...found.rest, ...globalOptionsFor(spec, leading)]);
     if (args.values.help) {
       console.log(commandHelp(spec));
       return 0;

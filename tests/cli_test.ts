@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { volt } from "./helpers/volt.ts";
+import { sh, volt } from "./helpers/volt.ts";
 
 Deno.test("volt with an unknown command exits 2 with one line naming it", async () => {
   const r = await volt(["frobnicate"]);
@@ -48,6 +48,34 @@ Deno.test("global options may come before the command", async () => {
     const two = await volt([`--config=${cfg}`, "config", "show"]);
     assert.equal(two.code, 0, two.stderr);
     assert.match(two.stdout, /^dir: elsewhere$/m);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("a leading --config is the storage configuration even for volt backup", async () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    Deno.writeTextFileSync(`${dir}/s.cfg`, `dir: only\n\tpath ${dir}/s\n`);
+    Deno.writeTextFileSync(`${dir}/guest.conf`, "memory: 512\n");
+    await sh("qemu-img", ["create", "-q", "-f", "qcow2", `${dir}/d.qcow2`, "1M"]);
+    const r = await volt([
+      "--config",
+      `${dir}/s.cfg`,
+      "backup",
+      "100",
+      "--storage",
+      "backup",
+      "--disk",
+      `scsi0=${dir}/d.qcow2`,
+      "--config",
+      `${dir}/guest.conf`,
+    ], { env: { VOLT_HOME: `${dir}/home` } });
+    assert.equal(r.code, 1);
+    assert.equal(
+      r.stderr.trim(),
+      "volt: storage 'backup' does not exist (configured: only; see 'volt status')",
+    );
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
