@@ -193,21 +193,27 @@ async function createImage(
   format: string,
   size: number,
 ): Promise<void> {
+  // The exclusive create reserves the name; only after it is the path ours to remove on failure.
   if (format === "subvol") {
     await Deno.mkdir(path);
     return;
   }
-  const prealloc = preallocation(storage, format);
-  if (format === "raw" && (prealloc === undefined || prealloc === "off")) {
-    using f = await Deno.open(path, { write: true, createNew: true });
-    await f.truncate(size);
-    return;
+  const file = await Deno.open(path, { write: true, createNew: true });
+  try {
+    const prealloc = preallocation(storage, format);
+    if (format === "raw" && (prealloc === undefined || prealloc === "off")) {
+      await file.truncate(size);
+      return;
+    }
+    const args = ["create", "-q", "-f", format];
+    if (prealloc) args.push("-o", `preallocation=${prealloc}`);
+    await run("qemu-img", [...args, path, String(size)]);
+  } catch (err) {
+    await Deno.remove(path).catch(() => {});
+    throw err;
+  } finally {
+    file.close();
   }
-  // Reserve the name first so a concurrent creator cannot take it, then let qemu-img fill it.
-  (await Deno.open(path, { write: true, createNew: true })).close();
-  const args = ["create", "-q", "-f", format];
-  if (prealloc) args.push("-o", `preallocation=${prealloc}`);
-  await run("qemu-img", [...args, path, String(size)]);
 }
 
 /** The directory storage plugin. */
@@ -285,12 +291,7 @@ export const plugin: StoragePlugin = {
         throw new VoltError(`volume '${storage.id}:${volname}' already exists`);
       }
       await Deno.mkdir(dir, { recursive: true });
-      try {
-        await createImage(storage, path, format, bytes);
-      } catch (err) {
-        await Deno.remove(path, { recursive: true }).catch(() => {});
-        throw err;
-      }
+      await createImage(storage, path, format, bytes);
       return volname;
     });
   },

@@ -152,3 +152,18 @@ Deno.test("a qcow2 whose backing file points outside the storage is reported uns
   assert.equal(r.code, 1);
   assert.match(r.stderr, /backing file '.*outside\.qcow2' points outside the storage/);
 });
+
+Deno.test("a failed qemu-img create leaves no file behind", async () => {
+  await using tmp = new TempDir();
+  await Deno.mkdir(tmp.join("bin"));
+  await Deno.writeTextFile(
+    tmp.join("bin/qemu-img"),
+    "#!/bin/sh\necho 'qemu-img: injected failure' >&2\nexit 1\n",
+  );
+  await Deno.chmod(tmp.join("bin/qemu-img"), 0o755);
+  const env = { ...envFor(tmp), PATH: `${tmp.join("bin")}:${Deno.env.get("PATH")}` };
+  const r = await volt(["alloc", "local", "100", "auto", "1M", "--format", "qcow2"], { env });
+  assert.equal(r.code, 1);
+  assert.equal(r.stderr.trim(), "volt: qemu-img failed: qemu-img: injected failure");
+  assert.deepEqual([...Deno.readDirSync(tmp.join("home/images/100"))], []);
+});
