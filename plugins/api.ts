@@ -108,9 +108,16 @@ export interface VolumeInfo {
   parent?: string;
   /** For backups: the guest type (`qemu`, `lxc`). */
   subtype?: string;
+  /** For backups: free text (`volt notes`). */
   notes?: string;
+  /** For backups: cannot be freed or pruned (`volt protect`). */
   protected?: boolean;
+  /** For backups: how many backups this one's restore reads (1 for a full backup). */
+  chainLength?: number;
 }
+
+/** Volume attributes of {@link StoragePlugin.getVolumeAttribute} (Proxmox's names). */
+export type VolumeAttribute = "notes" | "protected";
 
 /** Size facts of one volume. */
 export interface VolumeSize {
@@ -302,6 +309,27 @@ export interface StoragePlugin {
   volumeSizeInfo(storage: Storage, volname: string): Promise<VolumeSize>;
   /** Called once when volt no longer needs the storage in this process (optional). */
   deactivateStorage?(storage: Storage): Promise<void>;
+
+  /**
+   * Reads an attribute of a volume (optional; backups): `notes` as text (empty when none),
+   * `protected` as a boolean.
+   */
+  getVolumeAttribute?(
+    storage: Storage,
+    volname: string,
+    attribute: VolumeAttribute,
+  ): Promise<string | boolean>;
+  /**
+   * Changes an attribute of a volume (optional; backups). `notes`: text, empty removes
+   * them. `protected`: a protected volume cannot be freed or pruned; the storage's
+   * `max-protected-backups` limits how many backups of a guest may be protected.
+   */
+  updateVolumeAttribute?(
+    storage: Storage,
+    volname: string,
+    attribute: VolumeAttribute,
+    value: string | boolean,
+  ): Promise<void>;
 
   /**
    * A backup provider for this storage: required with the `backup-provider` feature, never

@@ -14,6 +14,17 @@ import { DIGEST_ALGORITHM, fileDigest } from "./checksum.ts";
 export const MANIFEST_NAME = "manifest.json";
 /** File name of the task log, added after the commit and not covered by the manifest. */
 export const LOG_NAME = "backup.log";
+/** File name of a backup's notes (`volt notes`): UTF-8 text, not covered by the manifest. */
+export const NOTES_NAME = "notes";
+/** An empty file whose presence marks a backup protected (`volt protect`); not in the manifest. */
+export const PROTECTED_NAME = "protected";
+/** Files a finished backup may hold besides the manifest and the files it lists. */
+export const UNLISTED_FILES: readonly string[] = [
+  MANIFEST_NAME,
+  LOG_NAME,
+  NOTES_NAME,
+  PROTECTED_NAME,
+];
 /** The manifest version volt writes and reads. */
 export const MANIFEST_VERSION = 1;
 /** Largest manifest volt reads. */

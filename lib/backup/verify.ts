@@ -13,7 +13,7 @@ import { readQcow2Header } from "../qcow2/header.ts";
 import { run } from "../run.ts";
 import { assertSafeBackupChain } from "./chain_guard.ts";
 import { fileDigest } from "./checksum.ts";
-import { LOG_NAME, type Manifest, MANIFEST_NAME, readManifest } from "./manifest.ts";
+import { type Manifest, MANIFEST_NAME, readManifest, UNLISTED_FILES } from "./manifest.ts";
 
 /** Where the backup lives. */
 export interface VerifyOptions {
@@ -76,7 +76,7 @@ export async function verifyBackupDir(dir: string, options: VerifyOptions): Prom
       });
     }
   }
-  const listed = new Set([...manifest.files.map((f) => f.name), MANIFEST_NAME, LOG_NAME]);
+  const listed = new Set([...manifest.files.map((f) => f.name), ...UNLISTED_FILES]);
   for (const name of [...present].sort()) {
     if (!listed.has(name)) {
       problems.push({ file: name, message: `${name} is not listed in the manifest` });
