@@ -9,6 +9,38 @@
 import { VoltError } from "../errors.ts";
 import { installHint, lastLine } from "../run.ts";
 
+/**
+ * `setpriv --pdeathsig KILL`: the kernel kills the server when volt dies, even by SIGKILL, so
+ * a killed backup never leaves a qemu-nbd holding its image's lock. (Death signals follow the
+ * thread that spawned the child; Deno spawns from the main JavaScript thread, which lives as
+ * long as the process.) Without `setpriv` (util-linux) the server is started directly.
+ */
+const WATCHDOG = ["--pdeathsig", "KILL", "--"];
+/** setpriv's exit code when it cannot execute the program. */
+const EXEC_FAILED = 127;
+let watchdogMissing = false;
+
+function spawnWithWatchdog(program: string, args: string[]): Deno.ChildProcess {
+  const options = { stdin: "null", stdout: "null", stderr: "piped" } as const;
+  if (!watchdogMissing) {
+    try {
+      return new Deno.Command("setpriv", { args: [...WATCHDOG, program, ...args], ...options })
+        .spawn();
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+      watchdogMissing = true;
+    }
+  }
+  try {
+    return new Deno.Command(program, { args, ...options }).spawn();
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) {
+      throw new VoltError(`${program} not found: ${installHint(program)}`);
+    }
+    throw err;
+  }
+}
+
 /** What to serve and how. */
 export interface QemuNbdOptions {
   image: string;
@@ -68,22 +100,16 @@ export class QemuNbdServer implements AsyncDisposable {
     if (options.readOnly) args.push("-r");
     for (const b of options.bitmaps ?? []) args.push("-B", b);
     args.push(...(options.extraArgs ?? []), options.image);
-    let child: Deno.ChildProcess;
-    try {
-      child = new Deno.Command("qemu-nbd", { args, stdin: "null", stdout: "null", stderr: "piped" })
-        .spawn();
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) {
-        throw new VoltError(`qemu-nbd not found: ${installHint("qemu-nbd")}`);
-      }
-      throw err;
-    }
+    const child = spawnWithWatchdog("qemu-nbd", args);
     const server = new QemuNbdServer(child, options.socket, exportName);
     const deadline = Date.now() + (options.timeoutMs ?? 10_000);
     let exited = false;
     child.status.then(() => exited = true);
     for (;;) {
       if (exited) {
+        if ((await child.status).code === EXEC_FAILED) {
+          throw new VoltError(`qemu-nbd not found: ${installHint("qemu-nbd")}`);
+        }
         const msg = lastLine(await server.#stderr);
         throw new VoltError(`qemu-nbd could not serve '${options.image}': ${msg || "it exited"}`);
       }
