@@ -12,7 +12,10 @@
  *         vm-backup-mechanism nbd         # or file-handle
  * ```
  *
- * Volume names: `backup/<vmid>/qemu-<epoch>`. Layout: `plugins/backup_dir/layout.ts`.
+ * Volume names: `backup/<vmid>/qemu-<epoch>`. Layout: `plugins/backup_dir/layout.ts`. Notes and
+ * protection (`volt notes`, `volt protect`) are side files of a backup
+ * (`plugins/backup_dir/attributes.ts`), changed under the guest's lock; `max-protected-backups`
+ * limits how many backups of a guest may be protected. Retention: `lib/backup/retention.ts`.
  *
  * @module
  */
@@ -23,6 +26,7 @@ import type {
   Storage,
   StoragePlugin,
   StorageStatus,
+  VolumeAttribute,
   VolumeInfo,
   VolumeSize,
 } from "./api.ts";
@@ -32,6 +36,7 @@ import { VoltError } from "../lib/errors.ts";
 import { run } from "../lib/run.ts";
 import { allocatedBytes } from "../lib/storage/image_size.ts";
 import { assertInside } from "../lib/storage/contained_path.ts";
+import { MANIFEST_NAME } from "../lib/backup/manifest.ts";
 import {
   backupVolname,
   backupVolumeName,
@@ -43,6 +48,7 @@ import {
   TEMP_PREFIX,
 } from "./backup_dir/layout.ts";
 import { lockGuest } from "./backup_dir/guest_lock.ts";
+import { isProtected, readNotes, writeNotes, writeProtected } from "./backup_dir/attributes.ts";
 import { DirBackupProvider } from "./backup_dir/provider.ts";
 
 /** Options of a directory backup storage (beyond content, disable, shared, nodes). */
@@ -65,11 +71,14 @@ export const BACKUP_DIR_OPTIONS: Readonly<Record<string, OptionSchema>> = {
     default: "nbd",
     description: "how disks are read: an NBD export (any source) or a file handle (raw files)",
   },
-  "prune-backups": { type: "prune", description: "retention: keep-last=N,keep-daily=N,…" },
+  "prune-backups": {
+    type: "prune",
+    description: "retention for 'volt prune': keep-last=N,keep-daily=N,… (unset: keep all)",
+  },
   "max-protected-backups": {
     type: "integer",
     minimum: -1,
-    description: "protected backups per guest (-1: unlimited)",
+    description: "protected backups per guest and guest type (-1 or unset: unlimited)",
   },
   "create-base-path": { type: "boolean", description: "create the path if missing (default 1)" },
 };
@@ -98,7 +107,13 @@ async function backupUsage(dir: string): Promise<{ size: number; used: number }>
   return { size, used };
 }
 
-function volumeInfo(storage: Storage, b: StoredBackup, usage: { size: number; used: number }) {
+/** A backup as `volt list` shows it: sizes, guest type, parent, chain, notes, protection. */
+async function volumeInfo(
+  storage: Storage,
+  b: StoredBackup,
+  chainLength: number,
+): Promise<VolumeInfo> {
+  const usage = await backupUsage(b.dir);
   const info: VolumeInfo = {
     volid: `${storage.id}:${backupVolname(b.vmid, b.dirName)}`,
     format: "directory",
@@ -106,13 +121,66 @@ function volumeInfo(storage: Storage, b: StoredBackup, usage: { size: number; us
     used: usage.used,
     vmid: b.vmid,
     content: "backup",
-    subtype: "qemu",
+    subtype: b.manifest.type,
     ctime: b.time,
+    protected: await isProtected(b.dir),
+    chainLength,
   };
   if (b.manifest.parent) {
     info.parent = `${storage.id}:${backupVolname(b.vmid, b.manifest.parent)}`;
   }
+  const notes = await readNotes(b.dir);
+  if (notes !== "") info.notes = notes;
   return info;
+}
+
+/**
+ * How many backups a restore of each of one guest's backups reads (oldest first in
+ * `backups`): 1 for a full backup, 1 + its parent's for an incremental one. A parent that is
+ * missing counts as one (the restore needs it and fails on it).
+ */
+function chainLengths(backups: readonly StoredBackup[]): Map<string, number> {
+  const lengths = new Map<string, number>();
+  for (const b of backups) {
+    const parent = b.manifest.parent;
+    lengths.set(b.dirName, parent === undefined ? 1 : 1 + (lengths.get(parent) ?? 1));
+  }
+  return lengths;
+}
+
+/** The directory of an existing backup, or "does not exist" naming the volume. */
+async function existingBackupPath(storage: Storage, volname: string): Promise<string> {
+  const path = backupPath(storage, volname);
+  try {
+    if ((await Deno.stat(`${path}/${MANIFEST_NAME}`)).isFile) return path;
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  throw new VoltError(`volume '${storage.id}:${volname}' does not exist`);
+}
+
+/**
+ * Refuses to protect one more backup of a guest (and guest type) that already has
+ * `max-protected-backups` protected ones (Proxmox's rule; unset means unlimited, as for
+ * Proxmox's administrators: volt has no less privileged users). Called under the guest's lock.
+ */
+async function checkProtectedLimit(storage: Storage, volname: string): Promise<void> {
+  const max = Number(storage.options["max-protected-backups"] ?? -1);
+  if (max < 0) return;
+  const b = parseBackupVolname(volname);
+  let count = 0;
+  for (const other of await listGuestBackups(root(storage), b.vmid)) {
+    if (other.dirName !== b.dirName && other.manifest.type === b.type) {
+      if (await isProtected(other.dir)) count++;
+    }
+  }
+  if (count >= max) {
+    throw new VoltError(
+      `the number of protected backups per guest is limited to ${max} on storage ` +
+        `'${storage.id}' (guest ${b.vmid} has ${count}): unprotect one first, or raise ` +
+        "max-protected-backups",
+    );
+  }
 }
 
 /** The directory backup storage plugin. */
@@ -196,11 +264,50 @@ export const plugin: StoragePlugin = {
     const ids = filter.vmid !== undefined ? [filter.vmid] : await listGuestIds(root(storage));
     const out: VolumeInfo[] = [];
     for (const vmid of ids) {
-      for (const b of await listGuestBackups(root(storage), vmid)) {
-        out.push(volumeInfo(storage, b, await backupUsage(b.dir)));
-      }
+      const backups = await listGuestBackups(root(storage), vmid);
+      const chains = chainLengths(backups);
+      for (const b of backups) out.push(await volumeInfo(storage, b, chains.get(b.dirName)!));
     }
     return out;
+  },
+
+  async getVolumeAttribute(
+    storage: Storage,
+    volname: string,
+    attribute: VolumeAttribute,
+  ): Promise<string | boolean> {
+    const path = await existingBackupPath(storage, volname);
+    if (attribute === "notes") return await readNotes(path);
+    if (attribute === "protected") return await isProtected(path);
+    throw new VoltError(`unknown volume attribute '${attribute}': use notes or protected`);
+  },
+
+  async updateVolumeAttribute(
+    storage: Storage,
+    volname: string,
+    attribute: VolumeAttribute,
+    value: string | boolean,
+  ): Promise<void> {
+    if (attribute === "notes" && typeof value !== "string") {
+      throw new TypeError("notes must be text");
+    } else if (attribute === "protected" && typeof value !== "boolean") {
+      throw new TypeError("protected must be true or false");
+    } else if (attribute !== "notes" && attribute !== "protected") {
+      throw new VoltError(`unknown volume attribute '${attribute}': use notes or protected`);
+    }
+    const b = parseBackupVolname(volname);
+    await existingBackupPath(storage, volname);
+    using _lock = await lockGuest(
+      guestDir(root(storage), b.vmid),
+      `backups of guest ${b.vmid} on '${storage.id}'`,
+    );
+    // Again under the lock: the backup may have been removed while we waited.
+    const path = await existingBackupPath(storage, volname);
+    if (attribute === "notes") return await writeNotes(path, value as string);
+    if (value === true && !(await isProtected(path))) {
+      await checkProtectedLimit(storage, volname);
+    }
+    await writeProtected(path, value as boolean);
   },
 
   async volumeSizeInfo(storage: Storage, volname: string): Promise<VolumeSize> {

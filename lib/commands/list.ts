@@ -1,5 +1,7 @@
 /**
- * `volt list <storage>`: the volumes of a storage.
+ * `volt list <storage>`: the volumes of a storage. For a listing that holds backups, also each
+ * backup's parent, chain length (how many backups its restore reads), protection and the
+ * first line of its notes; JSON output has every field of `VolumeInfo` (whole notes).
  *
  * @module
  */
@@ -25,6 +27,25 @@ export async function runList(storages: Storages, options: ListOptions): Promise
     content: options.content ? [options.content] : undefined,
   });
   return list.sort((a, b) => a.volid.localeCompare(b.volid));
+}
+
+/** Longest notes cell in the table; JSON output has the whole text. */
+const NOTES_WIDTH = 40;
+
+/**
+ * The first line of a backup's notes for one table cell: control characters shown as `?`,
+ * cut at {@link NOTES_WIDTH} characters with `…`.
+ */
+export function notesCell(notes: string | undefined): string {
+  // deno-lint-ignore no-control-regex
+  const line = (notes ?? "").split("\n")[0].replace(/[\x00-\x1f\x7f]/g, "?");
+  const chars = [...line];
+  return chars.length > NOTES_WIDTH ? `${chars.slice(0, NOTES_WIDTH - 1).join("")}…` : line;
+}
+
+/** `1`/`0` for a backup (as `volt protect` prints it), empty for other volumes. */
+function protectedCell(v: VolumeInfo): string {
+  return v.content === "backup" ? (v.protected ? "1" : "0") : "";
 }
 
 /** `volt list`. */
@@ -54,9 +75,12 @@ export const listCommand: CommandSpec = {
       vmid: vmidText === undefined ? undefined : parseVmid(vmidText),
       content: content as ContentType | undefined,
     });
-    const withParent = list.some((v) => v.parent !== undefined);
+    const backups = list.some((v) => v.content === "backup");
+    const withParent = backups || list.some((v) => v.parent !== undefined);
     const header = ["Volid", "Format", "Type", "Size", "Used", "VMID"];
-    printOutput(args, list, withParent ? [...header, "Parent"] : header, (v) => [
+    if (withParent) header.push("Parent");
+    if (backups) header.push("Chain", "Protected", "Notes");
+    printOutput(args, list, header, (v) => [
       v.volid,
       v.format,
       v.subtype ? `${v.content}/${v.subtype}` : v.content,
@@ -64,6 +88,7 @@ export const listCommand: CommandSpec = {
       v.used,
       v.vmid ?? "",
       ...(withParent ? [v.parent ?? ""] : []),
+      ...(backups ? [v.chainLength ?? "", protectedCell(v), notesCell(v.notes)] : []),
     ]);
   },
 };
