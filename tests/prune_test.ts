@@ -325,6 +325,35 @@ const CASES: Case[] = [
     ],
   },
   {
+    name: "keep-all=0 beside a count is not keep-all: the count applies",
+    timeZone: "UTC",
+    keep: { "keep-all": 0, "keep-last": 1 },
+    backups: ["2023-06-02T10:00Z", "2023-06-01T10:00Z"],
+    expect: [
+      ["2023-06-02T10:00Z", "keep-last"],
+      ["2023-06-01T10:00Z", "remove"],
+    ],
+  },
+  {
+    name: "keep-hourly skips the hour keep-last covers and keeps N further hours",
+    timeZone: VIENNA,
+    keep: { "keep-last": 1, "keep-hourly": 2 },
+    backups: [
+      "2023-06-01T10:50+02:00",
+      "2023-06-01T10:20+02:00",
+      "2023-06-01T09:30+02:00",
+      "2023-06-01T08:30+02:00",
+      "2023-06-01T07:30+02:00",
+    ],
+    expect: [
+      ["2023-06-01T10:50+02:00", "keep-last"],
+      ["2023-06-01T10:20+02:00", "remove"],
+      ["2023-06-01T09:30+02:00", "keep-hourly"],
+      ["2023-06-01T08:30+02:00", "keep-hourly"],
+      ["2023-06-01T07:30+02:00", "remove"],
+    ],
+  },
+  {
     name: "an empty group has nothing to mark",
     timeZone: VIENNA,
     keep: { "keep-last": 3 },

@@ -158,7 +158,11 @@ Prints the table (Backup, Time, Mark, Reason) or, with --output-format json, an 
     const removing = result.decisions.filter((d) => d.mark === "remove").length;
     const total = result.decisions.length;
     const rule = `${formatKeep(result.keep)}${
-      result.keepSource === "storage" ? ` (prune-backups of '${storageId}')` : ""
+      result.keepSource === "storage"
+        ? ` from the storage's prune-backups`
+        : result.keepSource === "default"
+        ? ": no keep options given or configured"
+        : ""
     }`;
     if (total === 0) {
       console.error(`no backups on '${storageId}' to prune`);
