@@ -62,21 +62,3 @@ async function removeIfPresent(path: string): Promise<void> {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
   }
 }
-
-/**
- * Refuses to remove a protected backup: throws naming `volid` and how to unprotect it. For
- * every code path that removes a backup (`freeImage`, prune).
- *
- * @example
- * ```ts
- * import { refuseProtected } from "./attributes.ts";
- * await refuseProtected(Deno.makeTempDirSync(), "backup:backup/100/qemu-1700000000");
- * ```
- */
-export async function refuseProtected(dir: string, volid: string): Promise<void> {
-  if (await isProtected(dir)) {
-    throw new VoltError(
-      `backup '${volid}' is protected: unprotect it first with 'volt protect ${volid} 0'`,
-    );
-  }
-}
