@@ -1,75 +1,102 @@
 /**
- * The example backup provider (`plugins/examples/raw_backup.ts`), loaded by path like any
- * third-party one: backup, list, restore and failure cleanup through volt's host side.
+ * The example backup provider (`plugins/examples/zstd_backup.ts`), loaded by path: what is
+ * particular to it. The scenarios every provider must pass (backup, restore, interruption,
+ * verify, prune) run in `tests/providers/example_test.ts`.
  */
 
 import assert from "node:assert/strict";
 import { createImage, imagesEqual, qemuIo } from "./helpers/nbd_server.ts";
-import { backupEnv, dirNames } from "./helpers/backup.ts";
-import { TempDir, volt } from "./helpers/volt.ts";
+import { type BackupEnv, backupEnv, dirNames } from "./helpers/backup.ts";
+import { sh, TempDir, volt } from "./helpers/volt.ts";
 
-const EXAMPLE = new URL("../plugins/examples/raw_backup.ts", import.meta.url).pathname;
+const EXAMPLE = new URL("../plugins/examples/zstd_backup.ts", import.meta.url).pathname;
+const P = ["--plugin", EXAMPLE];
 const MiB = 1024 * 1024;
 
-Deno.test("the example raw-backup provider backs up and restores through volt", async () => {
-  await using tmp = new TempDir();
+/** An environment with `local` (dir) and the example's storage `zbk` under `<tmp>/zbk`. */
+async function exampleEnv(tmp: TempDir): Promise<BackupEnv> {
   const e = backupEnv(tmp);
+  e.backupRoot = tmp.join("zbk");
   const cfg = tmp.join("storage.cfg");
   await Deno.writeTextFile(
     cfg,
-    `dir: local\n\tpath ${e.home}\n\tcontent images\n\nraw-backup: rawbk\n\tpath ${
-      tmp.join("rawbk")
-    }\n`,
+    `dir: local\n\tpath ${e.home}\n\tcontent images\n\nzstd-backup: zbk\n\tpath ${e.backupRoot}\n`,
   );
   e.env.VOLT_CONFIG = cfg;
-  const img = tmp.join("disk.qcow2");
-  await createImage(img, 8 * MiB);
-  await qemuIo(img, ["write -P 0xb1 0 1M", "write -P 0xb2 6M 64k"]);
   await Deno.writeTextFile(tmp.join("guest.conf"), "memory: 512\n");
-  const p = ["--plugin", EXAMPLE];
-  const b = await volt(
-    [
-      "backup",
-      "100",
-      "--storage",
-      "rawbk",
-      "--disk",
-      `scsi0=${img}`,
-      "--config",
-      tmp.join("guest.conf"),
-      ...p,
-    ],
-    { env: e.env },
-  );
+  return e;
+}
+
+/** A 16 MiB qcow2 disk with some data. */
+async function sampleDisk(tmp: TempDir): Promise<string> {
+  const img = tmp.join("disk.qcow2");
+  await createImage(img, 16 * MiB);
+  await qemuIo(img, ["write -P 0xb1 0 1M", "write -P 0xb2 6M 64k"]);
+  return img;
+}
+
+function backupArgs(tmp: TempDir, disk: string): string[] {
+  return ["backup", "100", "--storage", "zbk", "--disk", disk, "--config", tmp.join("guest.conf")];
+}
+
+Deno.test("the example stores each disk as one zstd stream that zstd -d turns back into the disk", async () => {
+  await using tmp = new TempDir();
+  const e = await exampleEnv(tmp);
+  const img = await sampleDisk(tmp);
+  const b = await volt([...backupArgs(tmp, `scsi0=${img}`), ...P], { env: e.env });
+  assert.equal(b.code, 0, b.stderr);
+  const dir = (await volt(["path", b.stdout.trim(), ...P], { env: e.env })).stdout.trim();
+  assert.deepEqual(await dirNames(dir), ["disks.json", "guest.conf", "scsi0.raw.zst", "task.log"]);
+  assert.deepEqual(JSON.parse(await Deno.readTextFile(`${dir}/disks.json`)), { scsi0: 16 * MiB });
+  await sh("zstd", ["-q", "-d", "-o", tmp.join("plain.raw"), `${dir}/scsi0.raw.zst`]);
+  assert.ok(await imagesEqual(tmp.join("plain.raw"), "raw", img, "qcow2"));
+  assert.ok((await Deno.stat(`${dir}/scsi0.raw.zst`)).size < MiB, "compressed");
+});
+
+Deno.test("the example takes the next free second when a backup's name is taken", async () => {
+  await using tmp = new TempDir();
+  const e = await exampleEnv(tmp);
+  const now = Math.floor(Date.now() / 1000);
+  for (let t = now; t < now + 5; t++) {
+    await Deno.mkdir(`${e.backupRoot}/100/qemu-${t}`, { recursive: true });
+  }
+  const b = await volt([...backupArgs(tmp, `scsi0=${await sampleDisk(tmp)}`), ...P], {
+    env: e.env,
+  });
+  assert.equal(b.code, 0, b.stderr);
+  assert.equal(b.stdout.trim(), `zbk:backup/100/qemu-${now + 5}`);
+});
+
+Deno.test("a restore of a damaged stream fails in one line and leaves no scratch file or volume", async () => {
+  await using tmp = new TempDir();
+  const e = await exampleEnv(tmp);
+  const b = await volt([...backupArgs(tmp, `scsi0=${await sampleDisk(tmp)}`), ...P], {
+    env: e.env,
+  });
   assert.equal(b.code, 0, b.stderr);
   const volid = b.stdout.trim();
-  assert.match(volid, /^rawbk:backup\/100\/qemu-\d+$/);
-  const l = await volt(["list", "rawbk", "--output-format", "json", ...p], { env: e.env });
-  assert.deepEqual(JSON.parse(l.stdout).map((v: { volid: string }) => v.volid), [volid]);
-  const r = await volt(["restore", volid, "200", "--storage", "local", ...p], { env: e.env });
-  assert.equal(r.code, 0, r.stderr);
-  const path = (await volt(["path", r.stdout.trim().split("=")[1]], { env: e.env })).stdout.trim();
-  assert.ok(await imagesEqual(path, "raw", img, "qcow2"));
-  const v = await volt(["verify", volid, ...p], { env: e.env });
-  assert.equal(v.code, 1);
-  assert.match(v.stderr, /cannot verify backups/);
+  const dir = (await volt(["path", volid, ...P], { env: e.env })).stdout.trim();
+  await Deno.writeFile(`${dir}/scsi0.raw.zst`, new Uint8Array(64)); // not zstd any more
 
-  // A source that cannot be reached fails before the provider is asked for anything.
+  const r = await volt(["restore", volid, "200", "--storage", "local", ...P], { env: e.env });
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr.trim(),
+    /^volt: restore of zbk:backup\/100\/qemu-\d+ failed: zstd failed: /,
+  );
+  assert.deepEqual((await dirNames(e.backupRoot)).filter((n) => n.startsWith(".restore")), []);
+  const local = await volt(["list", "local", "--output-format", "json"], { env: e.env });
+  assert.deepEqual(JSON.parse(local.stdout), []);
+});
+
+Deno.test("a source that cannot be reached fails before the example provider is asked for anything", async () => {
+  await using tmp = new TempDir();
+  const e = await exampleEnv(tmp);
   const gone = await volt(
-    [
-      "backup",
-      "100",
-      "--storage",
-      "rawbk",
-      "--disk",
-      "scsi0=nbd+unix:///x?socket=/nonexistent.sock",
-      "--config",
-      tmp.join("guest.conf"),
-      ...p,
-    ],
+    [...backupArgs(tmp, "scsi0=nbd+unix:///x?socket=/nonexistent.sock"), ...P],
     { env: e.env },
   );
   assert.equal(gone.code, 1);
   assert.match(gone.stderr, /cannot connect/);
-  assert.deepEqual((await dirNames(tmp.join("rawbk/100"))).filter((n) => n.startsWith(".tmp")), []);
+  assert.deepEqual(await dirNames(e.backupRoot), []);
 });
