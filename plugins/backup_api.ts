@@ -78,16 +78,22 @@ export interface VmBackupInfo {
   signal?: AbortSignal;
 }
 
-/** What {@link BackupProvider.backupContainer} gets. */
+/**
+ * What {@link BackupProvider.backupContainerPrepare} and
+ * {@link BackupProvider.backupContainer} get (mechanism `directory`).
+ */
 export interface ContainerBackupInfo {
   /** The container's root file system, mounted or as a directory. */
   directory: string;
-  /** Paths below `directory` to include (default `["."]`). */
+  /** Paths below `directory` to include, relative (`.`, `./mnt/data`); volt gives `["."]`. */
   sources: string[];
+  /** The guest's firewall configuration, byte for byte, if it has one. */
   firewallConfig?: string;
+  /** Bandwidth limit in KiB/s (0 or undefined: none). */
   bandwidthLimit?: number;
   /** Numeric uid the archive should be written as (unprivileged containers). */
   backupUserId?: number;
+  /** Fires when the job is cancelled (SIGINT/SIGTERM): stop and throw. */
   signal?: AbortSignal;
 }
 
@@ -162,6 +168,12 @@ export interface VerifyReport {
   checked: { files: number; bytes: number; images: number };
 }
 
+/** volt's addition to {@link BackupProvider.restoreContainerInit} (optional argument). */
+export interface RestoreContainerInfo {
+  /** Fires when the restore is cancelled (SIGINT/SIGTERM) while the init prepares the data. */
+  signal?: AbortSignal;
+}
+
 /** What a container restore reads. */
 export interface RestoreContainerSource {
   /** `tar` mechanism: a (possibly compressed) tar archive. */
@@ -220,10 +232,14 @@ export interface BackupProvider {
     info: VmBackupInfo,
   ): Promise<void>;
 
-  // --- containers (optional until a provider supports them) ---
+  // --- containers (optional: a provider without backupContainer backs up VMs only) ---
   /** Prepare a container backup (e.g. hand the working area to `backupUserId`). */
   backupContainerPrepare?(vmid: number, info: ContainerBackupInfo): Promise<void>;
-  /** Back up a container: its configuration and `info.directory`. */
+  /**
+   * Back up a container: its configuration and `info.directory` without what
+   * `excludePatterns` match (vzdump's: `/path` anchored at the container's root, anything
+   * else at any depth).
+   */
   backupContainer?(
     vmid: number,
     guestConfig: string,
@@ -246,8 +262,14 @@ export interface BackupProvider {
   restoreVmVolumeInit(volname: string, device: string): Promise<RestoreVolumeSource>;
   /** Always called after `restoreVmVolumeInit` of the same device. */
   restoreVmVolumeCleanup(volname: string, device: string): Promise<void>;
-  /** Make a container backup readable (`tar` or `directory` mechanism). */
-  restoreContainerInit?(volname: string): Promise<RestoreContainerSource>;
+  /**
+   * Make a container backup readable: `tarPath` for the `tar` mechanism, `archiveDirectory`
+   * for `directory`. Required (with its cleanup) to restore containers.
+   */
+  restoreContainerInit?(
+    volname: string,
+    info?: RestoreContainerInfo,
+  ): Promise<RestoreContainerSource>;
   /** Always called after `restoreContainerInit`. */
   restoreContainerCleanup?(volname: string): Promise<void>;
 

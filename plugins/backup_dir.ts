@@ -10,9 +10,11 @@
  *         path /var/lib/volt/backup
  *         vm-backup-mode incremental      # or full
  *         vm-backup-mechanism nbd         # or file-handle
+ *         lxc-backup-mode tar             # or squashfs (containers)
  * ```
  *
- * Volume names: `backup/<vmid>/qemu-<epoch>`. Layout: `plugins/backup_dir/layout.ts`. Notes and
+ * Volume names: `backup/<vmid>/qemu-<epoch>` (VMs), `backup/<vmid>/lxc-<epoch>` (containers).
+ * Layout: `plugins/backup_dir/layout.ts`. Notes and
  * protection (`volt notes`, `volt protect`) are side files of a backup
  * (`plugins/backup_dir/attributes.ts`), changed under the guest's lock; `max-protected-backups`
  * limits how many backups of a guest may be protected. Retention: `lib/backup/retention.ts`.
@@ -70,6 +72,12 @@ export const BACKUP_DIR_OPTIONS: Readonly<Record<string, OptionSchema>> = {
     values: ["nbd", "file-handle"],
     default: "nbd",
     description: "how disks are read: an NBD export (any source) or a file handle (raw files)",
+  },
+  "lxc-backup-mode": {
+    type: "enum",
+    values: ["tar", "squashfs"],
+    default: "tar",
+    description: "how container files are archived: GNU tar, or a squashfs image (no POSIX ACLs)",
   },
   "prune-backups": {
     type: "prune",

@@ -1,6 +1,7 @@
 /**
- * The manifest of a stored VM backup (`manifest.json`): what the backup holds (devices, sizes,
- * parent backup) and the size and digest (`sha256-64m`) of every file in it. Written LAST, after every other
+ * The manifest of a stored backup (`manifest.json`): what the backup holds (a VM's devices,
+ * sizes and parent backup, or a container's archive) and the size and digest (`sha256-64m`)
+ * of every file in it. Written LAST, after every other
  * file is complete and on disk, so a backup directory without a valid manifest is never a
  * backup. Layout and field meanings: `docs/formats.md`, "Backup layout".
  *
@@ -54,22 +55,41 @@ export interface ManifestDevice {
   clusterSize: number;
 }
 
+/** Container archive formats (`lxc-backup-mode`). */
+export type ArchiveFormat = "tar" | "squashfs";
+
+/** The file name of a container archive of each format. */
+export const ARCHIVE_FILES: Readonly<Record<ArchiveFormat, string>> = {
+  tar: "archive.tar",
+  squashfs: "archive.sqfs",
+};
+
+/** A container backup's archive of its file system. */
+export interface ManifestArchive {
+  /** `archive.tar` or `archive.sqfs` (see {@link ARCHIVE_FILES}); listed in `files`. */
+  file: string;
+  /** `tar`: GNU tar (restore mechanism `tar`); `squashfs`: a squashfs image (`directory`). */
+  format: ArchiveFormat;
+}
+
 /** The manifest of one backup. */
 export interface Manifest {
   /** Always `volt-backup`. */
   format: "volt-backup";
   /** {@link MANIFEST_VERSION}. */
   version: number;
-  /** Guest type. */
-  type: "qemu";
+  /** Guest type: `qemu` (a VM: `devices`) or `lxc` (a container: `archive`). */
+  type: "qemu" | "lxc";
   /** Guest id. */
   vmid: number;
   /** Backup time, seconds since the epoch (the `<epoch>` of `qemu-<epoch>`). */
   time: number;
   /** Directory name of the backup that incremental devices are based on. */
   parent?: string;
-  /** Backed-up disks by device name (`scsi0`). */
+  /** Backed-up disks by device name (`scsi0`); always empty for a container. */
   devices: Record<string, ManifestDevice>;
+  /** Containers only (and required there): the archive of the file system. */
+  archive?: ManifestArchive;
   /** Every file of the backup except the manifest and the log. */
   files: ManifestFile[];
 }
@@ -96,7 +116,8 @@ export function isDeviceName(name: string): boolean {
 /**
  * Parses and checks manifest text. Throws `SyntaxError` naming `where` and the first problem:
  * not JSON, wrong format or version, a file name that could leave the directory, a device
- * whose image is not listed, a malformed checksum.
+ * whose image is not listed, a malformed checksum, a container backup with devices, a parent
+ * or no listed archive, a VM backup with an archive.
  *
  * @example
  * ```ts
@@ -121,7 +142,10 @@ export function parseManifest(text: string, where: string): Manifest {
   if (raw.version !== MANIFEST_VERSION) {
     throw bad(`version ${String(raw.version)} is not ${MANIFEST_VERSION}: update volt`);
   }
-  if (raw.type !== "qemu") throw bad(`type '${String(raw.type)}' is not 'qemu'`);
+  if (raw.type !== "qemu" && raw.type !== "lxc") {
+    throw bad(`type '${String(raw.type)}' is not 'qemu' or 'lxc'`);
+  }
+  const type = raw.type;
   if (!isCount(raw.vmid) || raw.vmid < 1) throw bad("vmid is not a positive integer");
   if (!isCount(raw.time)) throw bad("time is not a non-negative integer");
   if (raw.parent !== undefined) {
@@ -177,14 +201,32 @@ export function parseManifest(text: string, where: string): Manifest {
       ...(d.kind === "incremental" ? { backing: d.backing as string } : {}),
     };
   }
+  let archive: ManifestArchive | undefined;
+  if (type === "lxc") {
+    // A container backup is one archive: no disks, no incremental chain.
+    if (Object.keys(devices).length > 0) throw bad("a container backup has devices");
+    if (raw.parent !== undefined) throw bad("a container backup has a parent");
+    const a = raw.archive;
+    if (!isObject(a)) throw bad("a container backup has no archive");
+    if (a.format !== "tar" && a.format !== "squashfs") {
+      throw bad(`archive format '${String(a.format)}' is not 'tar' or 'squashfs'`);
+    }
+    const file = ARCHIVE_FILES[a.format];
+    if (a.file !== file) throw bad(`archive file is not '${file}' (format ${a.format})`);
+    if (!names.has(file)) throw bad("the archive is not in the file list");
+    archive = { file, format: a.format };
+  } else if (raw.archive !== undefined) {
+    throw bad("a VM backup has an archive");
+  }
   return {
     format: "volt-backup",
     version: MANIFEST_VERSION,
-    type: "qemu",
+    type,
     vmid: raw.vmid,
     time: raw.time,
     ...(raw.parent !== undefined ? { parent: raw.parent as string } : {}),
     devices,
+    ...(archive !== undefined ? { archive } : {}),
     files,
   };
 }
@@ -239,6 +281,9 @@ export function formatManifest(m: Manifest): string {
         }];
       }),
     ),
+    ...(m.archive !== undefined
+      ? { archive: { file: m.archive.file, format: m.archive.format } }
+      : {}),
     files: [...m.files].sort((a, b) => a.name.localeCompare(b.name)).map((f) => ({
       name: f.name,
       size: f.size,

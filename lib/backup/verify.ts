@@ -1,9 +1,11 @@
 /**
- * Verifying a stored VM backup of the directory layout (`docs/formats.md`, "Backup layout"),
+ * Verifying a stored backup of the directory layout (`docs/formats.md`, "Backup layout"),
  * without changing it: the manifest, the size and digest of every file, no file that is not
- * listed, each image's backing chain walked by volt itself (the same guard as restore), then
- * `qemu-img check` of each image, and each incremental image's parents: present, listing the
- * device with the same size, their images matching their own manifests.
+ * listed. For a VM backup then each image's backing chain walked by volt itself (the same
+ * guard as restore), `qemu-img check` of each image, and each incremental image's parents:
+ * present, listing the device with the same size, their images matching their own manifests.
+ * For a container backup: its archive starts like its format (tar or squashfs); the digest
+ * already covers every byte, so the archive is not unpacked.
  *
  * @module
  */
@@ -13,12 +15,15 @@ import { readQcow2Header } from "../qcow2/header.ts";
 import { run } from "../run.ts";
 import { assertSafeBackupChain } from "./chain_guard.ts";
 import { fileDigest } from "./checksum.ts";
+import { detectArchiveFormat } from "./container_archive.ts";
 import { type Manifest, MANIFEST_NAME, readManifest, UNLISTED_FILES } from "./manifest.ts";
 
 /** Where the backup lives. */
 export interface VerifyOptions {
   /** The guest's directory (`<path>/<vmid>`): every chain link must stay inside it. */
   guestDir: string;
+  /** The guest type the backup's name says (`qemu-…`, `lxc-…`); the manifest must agree. */
+  type?: "qemu" | "lxc";
 }
 
 /**
@@ -44,6 +49,14 @@ export async function verifyBackupDir(dir: string, options: VerifyOptions): Prom
       ? "manifest.json is missing: not a finished backup"
       : (err as Error).message.replace(`${dir}/`, "");
     problems.push({ file: MANIFEST_NAME, message });
+    return report();
+  }
+
+  if (options.type !== undefined && manifest.type !== options.type) {
+    problems.push({
+      file: MANIFEST_NAME,
+      message: `the manifest says type '${manifest.type}', the backup's name '${options.type}'`,
+    });
     return report();
   }
 
@@ -83,7 +96,23 @@ export async function verifyBackupDir(dir: string, options: VerifyOptions): Prom
     }
   }
 
-  // 2. Each image: a safe chain as recorded, a consistent qcow2, parents that match.
+  // 2. A container's archive: what its format says it is.
+  const archive = manifest.archive;
+  if (archive && present.has(archive.file)) {
+    try {
+      const format = await detectArchiveFormat(`${dir}/${archive.file}`);
+      if (format !== archive.format) {
+        problems.push({
+          file: archive.file,
+          message: `${archive.file} is a ${format} archive, the manifest says ${archive.format}`,
+        });
+      }
+    } catch (err) {
+      problems.push({ file: archive.file, message: (err as Error).message.replace(`${dir}/`, "") });
+    }
+  }
+
+  // 3. Each image: a safe chain as recorded, a consistent qcow2, parents that match.
   let backups = 0;
   for await (const e of Deno.readDir(options.guestDir)) {
     if (e.isDirectory && /^qemu-\d+$/.test(e.name)) backups++;

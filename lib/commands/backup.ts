@@ -1,6 +1,8 @@
 /**
  * `volt backup <vmid> --storage S --disk scsi0=… [--disk …] --config guest.conf`: back up a
- * VM's disks into a backup storage through its provider (`lib/backup/job.ts`).
+ * VM's disks into a backup storage through its provider (`lib/backup/job.ts`);
+ * `volt backup <vmid> --type lxc --directory ROOTFS [--exclude PATTERN …] --config ct.conf`:
+ * back up a container's file system.
  *
  * @module
  */
@@ -14,6 +16,7 @@ import {
   stringOpt,
 } from "../cli/command.ts";
 import { UsageError, VoltError } from "../errors.ts";
+import { tarExcludeArgs } from "../backup/exclude_patterns.ts";
 import { type BackupJobResult, runBackupJob } from "../backup/job.ts";
 import { ProgressPrinter } from "../backup/progress.ts";
 import { parseDiskArg } from "../backup/sources.ts";
@@ -76,21 +79,39 @@ export function backupSummary(r: BackupJobResult): string[] {
   return lines;
 }
 
+/** Options that only one guest type takes. */
+const VM_ONLY = ["disk", "mode", "bitmap"];
+const CONTAINER_ONLY = ["directory", "exclude"];
+
 /** `volt backup`. */
 export const backupCommand: CommandSpec = {
   name: "backup",
-  summary: "back up a VM's disks (full or incremental) into a backup storage",
-  args: "<vmid> --disk DEVICE=SOURCE [--disk …] --config FILE",
+  summary:
+    "back up a VM's disks (full or incremental) or a container's files into a backup storage",
+  args:
+    "<vmid> --disk DEVICE=SOURCE [--disk …] --config FILE | <vmid> --type lxc --directory DIR --config FILE",
   details: `
-SOURCE is an NBD URI (nbd+unix:///EXPORT?socket=PATH, e.g. a running VM's NBD export), an
-offline disk image (a path ending in .qcow2, .raw or .img, or a volume id such as
-local:100/vm-100-disk-0.qcow2), or a block device; add ',format=raw|qcow2' when the name
-does not say. For an offline qcow2 volt keeps a dirty bitmap volt-<storage> in the image, so
-the next backup to the same storage copies only what changed; it is marked consumed only
-after the backup was committed. For NBD sources, --bitmap names the export's dirty bitmap
-(its owner resets it after a successful backup).
+VMs (--type qemu, the default): SOURCE is an NBD URI (nbd+unix:///EXPORT?socket=PATH, e.g. a
+running VM's NBD export), an offline disk image (a path ending in .qcow2, .raw or .img, or a
+volume id such as local:100/vm-100-disk-0.qcow2), or a block device; add ',format=raw|qcow2'
+when the name does not say. For an offline qcow2 volt keeps a dirty bitmap volt-<storage> in
+the image, so the next backup to the same storage copies only what changed; it is marked
+consumed only after the backup was committed. For NBD sources, --bitmap names the export's
+dirty bitmap (its owner resets it after a successful backup).
+Containers (--type lxc): DIR is the container's root file system (a stopped container's
+rootfs, or a snapshot of it), handed to the provider with the 'directory' mechanism; the
+directory backup storage archives it with tar (numeric owners, ACLs, xattrs, sparse files,
+one file system) or, with lxc-backup-mode squashfs, mksquashfs. --exclude takes vzdump's
+patterns: one starting with '/' is anchored at the container's root (/var/log), any other
+matches at any depth (*.tmp, cache); lost+found is never archived. A container backup is
+always complete: there are no bitmaps.
 Prints the new backup's volume id on stdout; progress and a summary go to stderr.`,
   options: {
+    type: {
+      type: "string",
+      arg: "qemu|lxc",
+      description: "the guest type: a VM's disks (qemu, default) or a container's directory (lxc)",
+    },
     storage: {
       type: "string",
       arg: "STORAGE",
@@ -101,7 +122,18 @@ Prints the new backup's volume id on stdout; progress and a summary go to stderr
       type: "string",
       multiple: true,
       arg: "DEVICE=SOURCE",
-      description: "a disk to back up (repeatable)",
+      description: "VMs: a disk to back up (repeatable)",
+    },
+    directory: {
+      type: "string",
+      arg: "DIR",
+      description: "containers: the root file system to back up",
+    },
+    exclude: {
+      type: "string",
+      multiple: true,
+      arg: "PATTERN",
+      description: "containers: leave out what PATTERN matches (/path anchored, others anywhere)",
     },
     config: {
       type: "string",
@@ -119,18 +151,42 @@ Prints the new backup's volume id on stdout; progress and a summary go to stderr
     mode: {
       type: "string",
       arg: "full|incremental",
-      description: "full ignores dirty bitmaps (default: incremental where possible)",
+      description: "VMs: full ignores dirty bitmaps (default: incremental where possible)",
     },
-    bitmap: { type: "string", arg: "NAME", description: "dirty bitmap of the NBD sources" },
+    bitmap: { type: "string", arg: "NAME", description: "VMs: dirty bitmap of the NBD sources" },
     ...OUTPUT_FORMAT_OPTION,
   },
   positionals: [1, 1],
   async run(args) {
     const format = outputFormat(args);
     const vmid = parseVmid(args.positionals[0]);
+    const type = stringOpt(args, "type") ?? "qemu";
+    if (type !== "qemu" && type !== "lxc") {
+      throw new UsageError(`--type: '${type}' is not one of qemu, lxc`);
+    }
+    const given = (name: string) => args.values[name] !== undefined;
+    for (const name of type === "qemu" ? CONTAINER_ONLY : VM_ONLY) {
+      if (given(name)) {
+        throw new UsageError(
+          `volt backup: --${name} is for ${
+            type === "qemu" ? "containers (--type lxc)" : "VMs (--type qemu)"
+          }`,
+        );
+      }
+    }
     const disks = listOpt(args, "disk").map(parseDiskArg);
-    if (disks.length === 0) {
+    if (type === "qemu" && disks.length === 0) {
       throw new UsageError("volt backup: give at least one --disk DEVICE=SOURCE");
+    }
+    const directory = stringOpt(args, "directory");
+    if (type === "lxc" && directory === undefined) {
+      throw new UsageError("volt backup: --type lxc needs --directory DIR (the container's root)");
+    }
+    const excludePatterns = listOpt(args, "exclude");
+    try {
+      tarExcludeArgs(excludePatterns);
+    } catch (err) {
+      throw new UsageError(`--exclude: ${(err as Error).message}`);
     }
     const configPath = stringOpt(args, "config");
     if (configPath === undefined) throw new UsageError("volt backup: --config FILE is required");
@@ -159,7 +215,10 @@ Prints the new backup's volume id on stdout; progress and a summary go to stderr
           storages,
           storage: stringOpt(args, "storage") ?? "backup",
           vmid,
-          disks,
+          type,
+          ...(type === "qemu"
+            ? { disks }
+            : { container: { directory: directory!, excludePatterns } }),
           guestConfig,
           firewallConfig,
           bwlimitKiB,

@@ -2,12 +2,16 @@
  * Where the directory backup storage keeps things, and reading what is there:
  *
  * ```
- * <path>/<vmid>/qemu-<epoch>/       one finished backup (volume backup/<vmid>/qemu-<epoch>)
+ * <path>/<vmid>/qemu-<epoch>/       one finished VM backup (volume backup/<vmid>/qemu-<epoch>)
  *                  manifest.json     written last; without it the directory is not a backup
  *                  guest.conf, firewall.conf, <device>.qcow2, backup.log
- * <path>/<vmid>/.tmp-qemu-<epoch>/   a backup being written (removed on failure)
- * <path>/<vmid>/previous-info       the backup the disks' dirty bitmaps are relative to
+ * <path>/<vmid>/lxc-<epoch>/        one finished container backup (backup/<vmid>/lxc-<epoch>)
+ *                  manifest.json, guest.conf, firewall.conf, archive.tar or archive.sqfs,
+ *                  backup.log
+ * <path>/<vmid>/.tmp-<type>-<epoch>/ a backup being written (removed on failure)
+ * <path>/<vmid>/previous-info       the VM backup the disks' dirty bitmaps are relative to
  * <path>/<vmid>/.lock               held while a backup of the guest runs
+ * <path>/.tmp-restore-<vmid>-<rnd>/ a squashfs archive unpacked for a container restore
  * ```
  *
  * The byte layout of each file: `docs/formats.md`, "Backup layout".
@@ -32,7 +36,7 @@ export interface BackupVolname {
   type: "qemu" | "lxc";
   /** Seconds since the epoch. */
   time: number;
-  /** `qemu-<epoch>`. */
+  /** `qemu-<epoch>` or `lxc-<epoch>`. */
   dirName: string;
 }
 
@@ -53,7 +57,7 @@ export function parseBackupVolname(volname: string): BackupVolname {
     throw new TypeError(
       `invalid volume name '${
         printable(volname)
-      }': a backup storage holds backup/<vmid>/qemu-<epoch>`,
+      }': a backup storage holds backup/<vmid>/qemu-<epoch> or backup/<vmid>/lxc-<epoch>`,
     );
   }
   const type = m[2] as "qemu" | "lxc";
@@ -79,7 +83,7 @@ export function guestDir(root: string, vmid: number): string {
 /** A finished backup found on disk. */
 export interface StoredBackup {
   vmid: number;
-  /** `qemu-<epoch>`. */
+  /** `qemu-<epoch>` or `lxc-<epoch>`. */
   dirName: string;
   time: number;
   /** Absolute directory. */
@@ -88,8 +92,9 @@ export interface StoredBackup {
 }
 
 /**
- * The finished backups of one guest (directories with a valid manifest), oldest first.
- * Directories without one, or with an invalid one, are reported through `onSkip`.
+ * The finished backups of one guest (directories with a valid manifest), VM and container
+ * backups alike, oldest first. Directories without one, or with an invalid one (or one whose
+ * guest, type or time differs from the directory's name), are reported through `onSkip`.
  */
 export async function listGuestBackups(
   root: string,
@@ -107,12 +112,12 @@ export async function listGuestBackups(
   }
   for (const e of entries) {
     const m = BACKUP_DIR.exec(e.name);
-    if (!m || !e.isDirectory || m[1] !== "qemu") continue;
+    if (!m || !e.isDirectory) continue;
     const dir = `${base}/${e.name}`;
     try {
       const manifest = await readManifest(dir);
-      if (manifest.vmid !== vmid || manifest.time !== Number(m[2])) {
-        onSkip?.(dir, "its manifest names another guest or time");
+      if (manifest.vmid !== vmid || manifest.time !== Number(m[2]) || manifest.type !== m[1]) {
+        onSkip?.(dir, "its manifest names another guest, type or time");
         continue;
       }
       out.push({ vmid, dirName: e.name, time: Number(m[2]), dir, manifest });
@@ -138,7 +143,7 @@ export async function listGuestIds(root: string): Promise<number[]> {
 
 /** What `previous-info` records: the backup the guest's dirty bitmaps are relative to. */
 export interface PreviousInfo {
-  /** `qemu-<epoch>` of the last successful backup. */
+  /** `qemu-<epoch>` of the last successful VM backup (container backups never write it). */
   backup: string;
 }
 

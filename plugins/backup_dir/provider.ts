@@ -1,10 +1,19 @@
 /**
  * The backup provider of the directory backup storage (`backup-dir`): the seed's example done
- * properly. Each backup is a directory `<path>/<vmid>/qemu-<epoch>/` with the guest and
+ * properly. Each VM backup is a directory `<path>/<vmid>/qemu-<epoch>/` with the guest and
  * firewall configuration, one qcow2 image per disk (an incremental one backed by the previous
  * backup's image of the disk, by relative path), the task log, and a checksummed manifest
- * written last. A backup is written in `.tmp-qemu-<epoch>/` and renamed into place only in
- * `backupCleanup(success = true)`; a failed one is removed. See `docs/backup-providers.md`.
+ * written last. A container backup (`lxc-<epoch>/`, mechanism `directory`) holds the
+ * configurations and one archive of the file system: `archive.tar` (GNU tar with Proxmox's
+ * flags) or, with `lxc-backup-mode squashfs`, `archive.sqfs`. A backup is written in
+ * `.tmp-<type>-<epoch>/` and renamed into place only in `backupCleanup(success = true)`; a
+ * failed one is removed. See `docs/backup-providers.md`.
+ *
+ * Restoring a container: an `archive.tar` is handed out as it is (mechanism `tar`); an
+ * `archive.sqfs` is unpacked with `unsquashfs` into `<path>/.tmp-restore-<vmid>-<random>/`
+ * (mechanism `directory`), removed again by `restoreContainerCleanup`. Unpacking rather than
+ * mounting: a loop mount needs root, loop devices and the squashfs module, and a mount left by
+ * a killed volt would make the directory impossible to remove; unpacking costs a second copy.
  *
  * @module
  */
@@ -13,9 +22,13 @@ import type { LogFunction, Storage } from "../api.ts";
 import type {
   BackupProvider,
   BackupStats,
+  ContainerBackupInfo,
+  ContainerBackupMechanism,
   DeviceBackupStats,
   GuestType,
   IncrementalChoice,
+  RestoreContainerInfo,
+  RestoreContainerSource,
   RestoreDevice,
   RestoreMechanism,
   RestoreVolumeSource,
@@ -26,10 +39,13 @@ import type {
 } from "../backup_api.ts";
 import { VoltError } from "../../lib/errors.ts";
 import {
+  ARCHIVE_FILES,
+  type ArchiveFormat,
   fileEntry,
   LOG_NAME,
   type Manifest,
   MANIFEST_VERSION,
+  type ManifestArchive,
   type ManifestDevice,
   type ManifestFile,
   readManifest,
@@ -39,6 +55,10 @@ import {
 } from "../../lib/backup/manifest.ts";
 import { fileDigest } from "../../lib/backup/checksum.ts";
 import { verifyBackupDir } from "../../lib/backup/verify.ts";
+import {
+  createContainerArchive,
+  extractContainerArchive,
+} from "../../lib/backup/container_archive.ts";
 import { copyVolume } from "./copy_volume.ts";
 import {
   backupVolname,
@@ -60,6 +80,7 @@ export const FIREWALL_CONFIG = "firewall.conf";
 /** One guest's backup in progress. */
 interface GuestBackup {
   vmid: number;
+  type: GuestType;
   dirName: string;
   time: number;
   guestDir: string;
@@ -71,6 +92,8 @@ interface GuestBackup {
   stats: Record<string, DeviceBackupStats>;
   /** Checksums computed while later disks are copied. */
   hashes: Promise<ManifestFile>[];
+  /** Containers: the archive written by `backupContainer`. */
+  archive?: ManifestArchive;
   committed: boolean;
   failed: boolean;
 }
@@ -79,6 +102,17 @@ interface GuestBackup {
 function option(storage: Storage, name: string, dflt: string): string {
   const v = storage.options[name];
   return typeof v === "string" ? v : dflt;
+}
+
+/** `lxc-backup-mode`: how container file systems are archived (default `tar`). */
+function containerArchiveFormat(storage: Storage): ArchiveFormat {
+  const mode = option(storage, "lxc-backup-mode", "tar");
+  if (mode !== "tar" && mode !== "squashfs") {
+    throw new VoltError(
+      `storage '${storage.id}': lxc-backup-mode '${mode}' is not one of tar, squashfs`,
+    );
+  }
+  return mode;
 }
 
 /**
@@ -126,8 +160,8 @@ export class DirBackupProvider implements BackupProvider {
     type: GuestType,
     startTime: number,
   ): Promise<{ archiveName: string }> {
-    if (type !== "qemu") {
-      throw new VoltError(`storage '${this.#storage.id}': container backups are not supported yet`);
+    if (type !== "qemu" && type !== "lxc") {
+      throw new VoltError(`storage '${this.#storage.id}': unknown guest type '${String(type)}'`);
     }
     if (this.#guests.has(vmid)) throw new VoltError(`a backup of guest ${vmid} is already running`);
     const dir = guestDir(this.#root, vmid);
@@ -138,9 +172,10 @@ export class DirBackupProvider implements BackupProvider {
       const backups = await listGuestBackups(this.#root, vmid);
       // Two backups in the same second get consecutive times; names never collide.
       const time = Math.max(Math.floor(startTime), (backups.at(-1)?.time ?? -1) + 1);
-      const dirName = `qemu-${time}`;
+      const dirName = `${type}-${time}`;
       const g: GuestBackup = {
         vmid,
+        type,
         dirName,
         time,
         guestDir: dir,
@@ -171,10 +206,11 @@ export class DirBackupProvider implements BackupProvider {
     }
   }
 
-  backupGetMechanism(_vmid: number, type: GuestType): Promise<VmBackupMechanism> {
-    if (type !== "qemu") {
-      return Promise.reject(new VoltError("container backups are not supported yet"));
-    }
+  backupGetMechanism(
+    _vmid: number,
+    type: GuestType,
+  ): Promise<VmBackupMechanism | ContainerBackupMechanism> {
+    if (type === "lxc") return Promise.resolve("directory");
     const m = option(this.#storage, "vm-backup-mechanism", "nbd");
     return Promise.resolve(m === "file-handle" ? "file-handle" : "nbd");
   }
@@ -205,13 +241,8 @@ export class DirBackupProvider implements BackupProvider {
     info: VmBackupInfo,
   ): Promise<void> {
     const g = this.#guest(vmid);
-    await writeFileDurably(`${g.tempDir}/${GUEST_CONFIG}`, new TextEncoder().encode(guestConfig));
-    if (info.firewallConfig !== undefined) {
-      await writeFileDurably(
-        `${g.tempDir}/${FIREWALL_CONFIG}`,
-        new TextEncoder().encode(info.firewallConfig),
-      );
-    }
+    if (g.type !== "qemu") throw new VoltError(`the backup of guest ${vmid} is not a VM backup`);
+    await this.#writeConfigs(g, guestConfig, info.firewallConfig);
     for (const vol of volumes) {
       const file = `${vol.device}.qcow2`;
       const base = g.previous?.manifest.devices[vol.device];
@@ -250,6 +281,69 @@ export class DirBackupProvider implements BackupProvider {
     }
   }
 
+  /**
+   * Checks, before anything is written, that the storage's `lxc-backup-mode` can hold what is
+   * asked (a squashfs image holds one tree: no extra sources). `backupUserId` is not used:
+   * volt runs the archiver as itself (root), with numeric owners.
+   */
+  backupContainerPrepare(vmid: number, info: ContainerBackupInfo): Promise<void> {
+    const g = this.#guest(vmid);
+    if (g.type !== "lxc") {
+      return Promise.reject(new VoltError(`the backup of guest ${vmid} is not a container backup`));
+    }
+    const format = containerArchiveFormat(this.#storage);
+    const sources = info.sources ?? ["."];
+    if (format === "squashfs" && !(sources.length === 1 && sources[0] === ".")) {
+      return Promise.reject(
+        new VoltError(
+          `storage '${this.#storage.id}' (lxc-backup-mode squashfs) archives one tree, not ` +
+            `${sources.join(", ")}: use lxc-backup-mode tar`,
+        ),
+      );
+    }
+    return Promise.resolve();
+  }
+
+  async backupContainer(
+    vmid: number,
+    guestConfig: string,
+    excludePatterns: string[],
+    info: ContainerBackupInfo,
+  ): Promise<void> {
+    const g = this.#guest(vmid);
+    if (g.type !== "lxc") {
+      throw new VoltError(`the backup of guest ${vmid} is not a container backup`);
+    }
+    await this.#writeConfigs(g, guestConfig, info.firewallConfig);
+    const format = containerArchiveFormat(this.#storage);
+    const file = ARCHIVE_FILES[format];
+    this.#log("info", `archiving ${info.directory} (${format})`);
+    const r = await createContainerArchive({
+      format,
+      directory: info.directory,
+      target: `${g.tempDir}/${file}`,
+      sources: info.sources,
+      excludePatterns,
+      bandwidthLimit: info.bandwidthLimit,
+      signal: info.signal,
+      log: (line) => this.#log("warn", line),
+    });
+    await Deno.chmod(`${g.tempDir}/${file}`, 0o600);
+    g.archive = { file, format };
+    this.#log("info", `${file}: ${r.size} bytes`);
+  }
+
+  /** guest.conf and firewall.conf, byte for byte. */
+  async #writeConfigs(g: GuestBackup, guestConfig: string, firewallConfig?: string) {
+    await writeFileDurably(`${g.tempDir}/${GUEST_CONFIG}`, new TextEncoder().encode(guestConfig));
+    if (firewallConfig !== undefined) {
+      await writeFileDurably(
+        `${g.tempDir}/${FIREWALL_CONFIG}`,
+        new TextEncoder().encode(firewallConfig),
+      );
+    }
+  }
+
   async backupCleanup(
     vmid: number,
     _type: GuestType,
@@ -265,7 +359,7 @@ export class DirBackupProvider implements BackupProvider {
         return { stats: { archiveSize: 0 } };
       }
       const archiveSize = await this.#commit(g);
-      return { stats: { archiveSize, devices: g.stats } };
+      return { stats: g.type === "qemu" ? { archiveSize, devices: g.stats } : { archiveSize } };
     } finally {
       g.lock[Symbol.dispose]();
     }
@@ -284,11 +378,15 @@ export class DirBackupProvider implements BackupProvider {
     );
   }
 
-  /** Manifest, rename into place, `previous-info`. Returns the archive size. */
+  /** Manifest, rename into place, `previous-info` (VMs). Returns the archive size. */
   async #commit(g: GuestBackup): Promise<number> {
     try {
-      if (Object.keys(g.devices).length === 0) throw new VoltError("the backup holds no disk");
+      if (g.type === "qemu" && Object.keys(g.devices).length === 0) {
+        throw new VoltError("the backup holds no disk");
+      }
+      if (g.type === "lxc" && !g.archive) throw new VoltError("the backup holds no archive");
       const files = await Promise.all(g.hashes);
+      if (g.archive) files.push(await fileEntry(g.tempDir, g.archive.file));
       files.push(await fileEntry(g.tempDir, GUEST_CONFIG));
       try {
         files.push(await fileEntry(g.tempDir, FIREWALL_CONFIG));
@@ -301,11 +399,12 @@ export class DirBackupProvider implements BackupProvider {
       const manifest: Manifest = {
         format: "volt-backup",
         version: MANIFEST_VERSION,
-        type: "qemu",
+        type: g.type,
         vmid: g.vmid,
         time: g.time,
         ...(incremental ? { parent: g.previous!.dirName } : {}),
         devices: g.devices,
+        ...(g.archive ? { archive: g.archive } : {}),
         files,
       };
       await writeManifest(g.tempDir, manifest);
@@ -314,6 +413,19 @@ export class DirBackupProvider implements BackupProvider {
       await Deno.remove(g.tempDir, { recursive: true }).catch(() => {});
       throw err;
     }
+    // previous-info is about the VM disks' dirty bitmaps: a container backup leaves it alone.
+    if (g.type === "qemu") await this.#recordPrevious(g);
+    g.committed = true;
+    let size = 0;
+    for await (const e of Deno.readDir(g.finalDir)) {
+      size += (await Deno.stat(`${g.finalDir}/${e.name}`)).size;
+    }
+    this.#log("info", `backup ${backupVolname(g.vmid, g.dirName)} committed (${size} bytes)`);
+    return size;
+  }
+
+  /** Records the committed VM backup in `previous-info`; undoes the commit if that fails. */
+  async #recordPrevious(g: GuestBackup): Promise<void> {
     try {
       await syncDir(g.guestDir);
       await writeFileDurably(
@@ -326,13 +438,6 @@ export class DirBackupProvider implements BackupProvider {
       await Deno.remove(g.tempDir, { recursive: true }).catch(() => {});
       throw err;
     }
-    g.committed = true;
-    let size = 0;
-    for await (const e of Deno.readDir(g.finalDir)) {
-      size += (await Deno.stat(`${g.finalDir}/${e.name}`)).size;
-    }
-    this.#log("info", `backup ${backupVolname(g.vmid, g.dirName)} committed (${size} bytes)`);
-    return size;
   }
 
   async backupHandleLogFile(vmid: number, logPath: string): Promise<void> {
@@ -371,7 +476,6 @@ export class DirBackupProvider implements BackupProvider {
 
   async #lookup(volname: string): Promise<StoredBackup & { all: StoredBackup[] }> {
     const b = parseBackupVolname(volname);
-    if (b.type !== "qemu") throw new VoltError(`'${volname}' is not a VM backup`);
     const all = await listGuestBackups(this.#root, b.vmid);
     const found = all.find((x) => x.dirName === b.dirName);
     if (!found) {
@@ -392,8 +496,22 @@ export class DirBackupProvider implements BackupProvider {
   async restoreGetMechanism(
     volname: string,
   ): Promise<{ mechanism: RestoreMechanism; type: GuestType }> {
-    await this.#stored(volname);
-    return { mechanism: "qemu-img", type: "qemu" };
+    const b = await this.#stored(volname);
+    if (b.manifest.type === "qemu") return { mechanism: "qemu-img", type: "qemu" };
+    return { mechanism: b.manifest.archive!.format === "tar" ? "tar" : "directory", type: "lxc" };
+  }
+
+  /** A finished backup of the given type, or a clear error naming what it is instead. */
+  async #storedOfType(volname: string, type: GuestType) {
+    const b = await this.#stored(volname);
+    if (b.manifest.type !== type) {
+      throw new VoltError(
+        `backup '${this.#storage.id}:${volname}' is a ${
+          b.manifest.type === "lxc" ? "container" : "VM"
+        } backup, not a ${type === "lxc" ? "container" : "VM"} backup`,
+      );
+    }
+    return b;
   }
 
   archiveGetGuestConfig(volname: string): Promise<string> {
@@ -425,7 +543,7 @@ export class DirBackupProvider implements BackupProvider {
   }
 
   async restoreVmInit(volname: string): Promise<Record<string, RestoreDevice>> {
-    const b = await this.#stored(volname);
+    const b = await this.#storedOfType(volname, "qemu");
     const out: Record<string, RestoreDevice> = {};
     for (const [dev, d] of Object.entries(b.manifest.devices)) out[dev] = { size: d.size };
     return out;
@@ -436,7 +554,7 @@ export class DirBackupProvider implements BackupProvider {
   }
 
   async restoreVmVolumeInit(volname: string, device: string): Promise<RestoreVolumeSource> {
-    const b = await this.#stored(volname);
+    const b = await this.#storedOfType(volname, "qemu");
     const d = b.manifest.devices[device];
     if (!d) {
       throw new VoltError(`backup '${this.#storage.id}:${volname}' has no device '${device}'`);
@@ -453,6 +571,49 @@ export class DirBackupProvider implements BackupProvider {
     return Promise.resolve();
   }
 
+  /** Unpacked squashfs archives by volume name, removed by `restoreContainerCleanup`. */
+  readonly #unpacked = new Map<string, string>();
+
+  /**
+   * `archive.tar`: its path (mechanism `tar`). `archive.sqfs`: unpacked into a private
+   * directory on this storage (mode 0700, so no one else reaches the setuid files in it), whose
+   * `rootfs` is handed out (mechanism `directory`).
+   */
+  async restoreContainerInit(
+    volname: string,
+    info: RestoreContainerInfo = {},
+  ): Promise<RestoreContainerSource> {
+    const b = await this.#storedOfType(volname, "lxc");
+    const archive = b.manifest.archive!;
+    const path = `${b.dir}/${archive.file}`;
+    if (archive.format === "tar") return { tarPath: path };
+    if (this.#unpacked.has(volname)) {
+      throw new VoltError(`backup '${this.#storage.id}:${volname}' is already being restored`);
+    }
+    const work = await Deno.makeTempDir({
+      dir: this.#root,
+      prefix: `${TEMP_PREFIX}restore-${b.vmid}-`,
+    });
+    this.#unpacked.set(volname, work);
+    await Deno.chmod(work, 0o700);
+    const rootfs = `${work}/rootfs`;
+    await Deno.mkdir(rootfs);
+    this.#log("info", `unpacking ${archive.file}`);
+    await extractContainerArchive(path, rootfs, {
+      format: "squashfs",
+      signal: info.signal,
+      log: (line) => this.#log("warn", line),
+    });
+    return { archiveDirectory: rootfs };
+  }
+
+  async restoreContainerCleanup(volname: string): Promise<void> {
+    const work = this.#unpacked.get(volname);
+    if (work === undefined) return;
+    this.#unpacked.delete(volname);
+    await Deno.remove(work, { recursive: true });
+  }
+
   // ---- verify ----
 
   async archiveVerify(volname: string): Promise<VerifyReport> {
@@ -461,6 +622,6 @@ export class DirBackupProvider implements BackupProvider {
     if (!(await pathExists(dir))) {
       throw new VoltError(`backup '${this.#storage.id}:${volname}' does not exist`);
     }
-    return verifyBackupDir(dir, { guestDir: guestDir(this.#root, b.vmid) });
+    return verifyBackupDir(dir, { guestDir: guestDir(this.#root, b.vmid), type: b.type });
   }
 }
