@@ -5,11 +5,20 @@
  * guest configuration is written with its disk lines pointing at the new volumes. Any failure
  * frees every volume allocated so far and writes no configuration.
  *
+ * Also the steps every restore shares: opening the backup ({@link openBackupForRestore}, which
+ * says whether it is a VM or a container backup: containers are restored by
+ * `container_restore.ts`) and writing the configurations ({@link writeRestoredConfigs}).
+ *
  * @module
  */
 
 import type { LogFunction } from "../../plugins/api.ts";
-import type { RestoreVolumeSource } from "../../plugins/backup_api.ts";
+import type {
+  BackupProvider,
+  GuestType,
+  RestoreMechanism,
+  RestoreVolumeSource,
+} from "../../plugins/backup_api.ts";
 import { voltHome } from "../config/storage_config.ts";
 import { errorLine, VoltError } from "../errors.ts";
 import { InterruptedError } from "../signals.ts";
@@ -20,11 +29,98 @@ import { writeFileDurably } from "./manifest.ts";
 import { openBackupProvider } from "./open_provider.ts";
 import { pathExists } from "../fs.ts";
 
+/** A backup opened for restore: its provider, and how and as what it is restored. */
+export interface OpenedBackup {
+  /** The backup's volume id. */
+  volid: string;
+  /** Its volume name (without the storage). */
+  volname: string;
+  provider: BackupProvider;
+  mechanism: RestoreMechanism;
+  type: GuestType;
+}
+
+/**
+ * Opens the backup `volid` through its storage's provider and asks it how the backup is
+ * restored (`restoreGetMechanism`). Throws a {@link VoltError} when `volid` is not a backup
+ * or the provider answers a type or mechanism that do not go together.
+ */
+export async function openBackupForRestore(
+  storages: Storages,
+  volid: string,
+  log: LogFunction,
+): Promise<OpenedBackup> {
+  const b = await storages.volume(volid);
+  if (b.name.vtype !== "backup") throw new VoltError(`'${volid}' is not a backup`);
+  const provider = await openBackupProvider(b, log);
+  const answer = await provider.restoreGetMechanism(b.volname);
+  const { mechanism, type } = answer ?? {};
+  const fits = type === "qemu"
+    ? mechanism === "qemu-img"
+    : type === "lxc" && (mechanism === "tar" || mechanism === "directory");
+  if (!fits) {
+    throw new VoltError(
+      `the provider of '${volid}' says it is a '${String(type)}' backup restored with ` +
+        `'${String(mechanism)}': volt restores qemu (qemu-img) and lxc (tar, directory) backups`,
+    );
+  }
+  return { volid, volname: b.volname, provider, mechanism, type };
+}
+
+/** Where a restore writes the guest's configurations. */
+export interface ConfigTargets {
+  /** The guest configuration. */
+  config: string;
+  /** The firewall configuration, when the backup has one. */
+  firewall?: string;
+}
+
+/**
+ * Refuses (unless `force`) configuration files that exist: they belong to a guest.
+ */
+export async function checkConfigTargets(
+  targets: ConfigTargets,
+  vmid: number,
+  force: boolean | undefined,
+): Promise<void> {
+  for (const p of [targets.config, targets.firewall]) {
+    if (p !== undefined && !force && (await pathExists(p))) {
+      throw new VoltError(
+        `'${p}' exists (guest ${vmid} has a configuration): choose another vmid, or pass --force`,
+      );
+    }
+  }
+}
+
+/**
+ * Writes the guest configuration and then the firewall configuration (if any), each
+ * durably; when the second fails the first is removed again.
+ */
+export async function writeRestoredConfigs(
+  targets: ConfigTargets,
+  guestConfig: string,
+  firewallConfig: string | undefined,
+): Promise<void> {
+  await Deno.mkdir(dirname(targets.config), { recursive: true });
+  await writeFileDurably(targets.config, new TextEncoder().encode(guestConfig));
+  if (targets.firewall !== undefined && firewallConfig !== undefined) {
+    try {
+      await Deno.mkdir(dirname(targets.firewall), { recursive: true });
+      await writeFileDurably(targets.firewall, new TextEncoder().encode(firewallConfig));
+    } catch (err) {
+      await Deno.remove(targets.config).catch(() => {});
+      throw err;
+    }
+  }
+}
+
 /** Options of {@link runRestore}. */
 export interface RestoreOptions {
   storages: Storages;
   /** The backup's volume id (`backup:backup/100/qemu-1700000000`). */
   backup: string;
+  /** The backup already opened with {@link openBackupForRestore} (default: opened here). */
+  opened?: OpenedBackup;
   /** The guest id to restore as. */
   vmid: number;
   /** The storage for the new volumes. */
@@ -56,8 +152,8 @@ export interface RestoreResult {
 }
 
 /**
- * Restores a backup as guest `vmid`. Rejects with one line and leaves nothing behind: no
- * volume, no configuration.
+ * Restores a VM backup as guest `vmid`. Rejects with one line and leaves nothing behind: no
+ * volume, no configuration. A container backup is refused (see `runContainerRestore`).
  *
  * @example
  * ```ts ignore
@@ -70,9 +166,13 @@ export interface RestoreResult {
 export async function runRestore(o: RestoreOptions): Promise<RestoreResult> {
   const t0 = performance.now();
   const log: LogFunction = o.log ?? (() => {});
-  const b = await o.storages.volume(o.backup);
-  if (b.name.vtype !== "backup") throw new VoltError(`'${o.backup}' is not a backup`);
-  const provider = await openBackupProvider(b, log);
+  const b = o.opened ?? await openBackupForRestore(o.storages, o.backup, log);
+  const provider = b.provider;
+  if (b.type !== "qemu") {
+    throw new VoltError(
+      `'${o.backup}' is a container backup, not a VM backup: restore it as a container`,
+    );
+  }
   const target = await o.storages.get(o.storage);
   const content = (target.storage.options.content as string[] | undefined) ??
     [...target.plugin.content.default];
@@ -86,12 +186,6 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreResult> {
   if (format !== "raw" && format !== "qcow2") {
     throw new VoltError(`restore writes raw or qcow2 volumes, not '${format}'`);
   }
-  const { mechanism, type } = await provider.restoreGetMechanism(b.volname);
-  if (type !== "qemu" || mechanism !== "qemu-img") {
-    throw new VoltError(
-      `'${o.backup}' is a ${type} backup restored with '${mechanism}': volt restores VM backups (qemu-img)`,
-    );
-  }
   const guestConfig = await provider.archiveGetGuestConfig(b.volname);
   const firewallConfig = await provider.archiveGetFirewallConfig(b.volname);
   const home = voltHome();
@@ -99,13 +193,8 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreResult> {
   const firewallPath = firewallConfig === undefined
     ? undefined
     : o.firewallOut ?? `${home}/firewall/${o.vmid}.fw`;
-  for (const p of [configPath, firewallPath]) {
-    if (p !== undefined && !o.force && (await pathExists(p))) {
-      throw new VoltError(
-        `'${p}' exists (guest ${o.vmid} has a configuration): choose another vmid, or pass --force`,
-      );
-    }
-  }
+  const targets: ConfigTargets = { config: configPath, firewall: firewallPath };
+  await checkConfigTargets(targets, o.vmid, o.force);
 
   const allocated: string[] = [];
   const volumes: Record<string, string> = {};
@@ -157,18 +246,7 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreResult> {
       }
     }
     o.signal?.throwIfAborted();
-    const text = rewriteGuestConfig(guestConfig, disks);
-    await Deno.mkdir(dirname(configPath), { recursive: true });
-    await writeFileDurably(configPath, new TextEncoder().encode(text));
-    if (firewallPath !== undefined) {
-      try {
-        await Deno.mkdir(dirname(firewallPath), { recursive: true });
-        await writeFileDurably(firewallPath, new TextEncoder().encode(firewallConfig));
-      } catch (err) {
-        await Deno.remove(configPath).catch(() => {});
-        throw err;
-      }
-    }
+    await writeRestoredConfigs(targets, rewriteGuestConfig(guestConfig, disks), firewallConfig);
   } catch (err) {
     failure = err;
   } finally {
