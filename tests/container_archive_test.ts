@@ -15,7 +15,17 @@ import { mksquashfsExcludeArgs, tarExcludeArgs } from "../lib/backup/exclude_pat
 import { type Clock, RateLimiter, throttleStream } from "../lib/backup/throttle.ts";
 import { VoltError } from "../lib/errors.ts";
 import { InterruptedError } from "../lib/signals.ts";
-import { type TreeEntry, treeListing } from "./helpers/tree_listing.ts";
+import { treeListing } from "./helpers/tree_listing.ts";
+import {
+  archiveMembers,
+  buildContainerTree,
+  EXCLUDED,
+  EXCLUDES,
+  isExcluded,
+  randomBytes,
+  withoutAcls,
+  writeWithMode,
+} from "./helpers/container_tree.ts";
 import { sh, TempDir } from "./helpers/volt.ts";
 
 const isRoot = Deno.uid() === 0;
@@ -26,136 +36,15 @@ const FILE: Record<ContainerArchiveFormat, string> = {
   squashfs: "archive.sqfs",
 };
 
-/** Paths an exclude test expects gone: `/var/log` anchored, `*.tmp` and `cache` anywhere. */
-const EXCLUDES = ["/var/log", "*.tmp", "cache"];
-const EXCLUDED = [
-  "lost+found", // always
-  "var/log",
-  "a.tmp",
-  "home/user/notes.tmp",
-  "cache",
-  "home/user/cache",
-];
-
-/** `n` random bytes (getRandomValues fills at most 64 KiB at a time). */
-function random(n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  for (let off = 0; off < n; off += 65536) crypto.getRandomValues(out.subarray(off, off + 65536));
-  return out;
-}
-
-async function write(path: string, data: string | Uint8Array, mode = 0o644) {
-  if (typeof data === "string") await Deno.writeTextFile(path, data, { mode });
-  else await Deno.writeFile(path, data, { mode });
-  await Deno.chmod(path, mode);
-}
-
-/**
- * A container's root file system as an unprivileged container has it (ids shifted by
- * 100000). `sparse`: add the 1 GiB sparse disk image.
- */
-async function buildTree(root: string, { sparse }: { sparse: boolean }) {
-  const p = (rel: string) => `${root}/${rel}`;
-  for (
-    const dir of [
-      "etc",
-      "usr/bin",
-      "usr/sbin",
-      "var/log/apt",
-      "var/lib/images",
-      "srv/shared",
-      "srv/app/var/log",
-      "home/user/cache",
-      "home/user/.config",
-      "cache",
-      "tmp",
-      "run",
-      "empty",
-      "lost+found",
-    ]
-  ) await Deno.mkdir(p(dir), { recursive: true });
-
-  await write(p("etc/hostname"), "ct100\n");
-  await write(
-    p("etc/passwd"),
-    "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n",
-  );
-  await write(p("etc/shadow"), "root:*:19000:0:99999:7:::\n", 0o640);
-  await Deno.link(p("etc/passwd"), p("etc/passwd.hardlink"));
-  await write(p("usr/bin/busybox"), random(100_000), 0o755);
-  await Deno.symlink("busybox", p("usr/bin/sh"));
-  await Deno.symlink("/usr/share/zoneinfo/Europe/Vienna", p("etc/localtime")); // dangling
-  await Deno.symlink("../bin/busybox", p("usr/sbin/init"));
-  await write(p("usr/bin/sudo"), random(5000), 0o755);
-  await write(p("usr/bin/wall"), "#!/bin/sh\n", 0o755);
-  await write(p("var/log/syslog"), "boot\n");
-  await write(p("var/log/apt/history.log"), "install\n");
-  await write(p("srv/app/var/log/app.log"), "kept: only /var/log is anchored\n");
-  await write(p("srv/shared/report.txt"), "shared\n", 0o664);
-  await write(p("home/user/notes.tmp"), "scratch\n");
-  await write(p("home/user/my.tmpl"), "not *.tmp\n");
-  await write(p("home/user/cachefile"), "not cache\n");
-  await write(p("home/user/cache/blob"), "cached\n");
-  await write(p("home/user/.config/settings"), "x=1\n", 0o600);
-  await write(p("cache/index"), "cached\n");
-  await write(p("a.tmp"), "scratch\n");
-  await write(p("empty/.keep"), "");
-  await sh("mkfifo", ["-m", "0600", p("run/initctl")]);
-  if (sparse) {
-    const disk = p("var/lib/images/disk.raw");
-    using f = await Deno.open(disk, { create: true, write: true });
-    await f.write(new TextEncoder().encode("MBR"));
-    await f.seek(GiB / 2, Deno.SeekMode.Start);
-    await f.write(random(8192));
-    await f.truncate(GiB);
-  }
-
-  // Everything belongs to the container's root (100000), the home to its user (101000).
-  await sh("chown", ["-R", "-h", "100000:100000", root]);
-  await sh("chown", ["-R", "-h", "101000:101000", p("home/user")]);
-  await sh("chown", ["100000:100042", p("etc/shadow")]);
-  // chown clears setuid/setgid: set the special bits afterwards.
-  await Deno.chmod(p("usr/bin/sudo"), 0o4755);
-  await Deno.chmod(p("usr/bin/wall"), 0o2755);
-  await Deno.chmod(p("tmp"), 0o1777);
-  await Deno.chmod(p("lost+found"), 0o700);
-
-  await sh("setfattr", ["-n", "user.comment", "-v", "container config", p("etc/hostname")]);
-  await sh("setfattr", ["-n", "user.checksum", "-v", "0x00ff10", p("usr/bin/busybox")]);
-  await sh("setfacl", ["-m", "u:101000:rwx,g:100042:r-x", p("srv/shared")]);
-  await sh("setfacl", ["-d", "-m", "u:101000:rwx", p("srv/shared")]);
-  await sh("setfacl", ["-m", "u:101000:rw-", p("srv/shared/report.txt")]);
-}
-
-/** Members of an archive as tree paths (`.`, `etc`, `etc/passwd`). */
-async function archiveMembers(format: ContainerArchiveFormat, archive: string): Promise<string[]> {
-  const lines = format === "tar"
-    ? (await sh("tar", ["--list", `--file=${archive}`])).split("\n")
-    : (await sh("unsquashfs", ["-l", archive])).split("\n").map((l) =>
-      l.replace(/^squashfs-root\/?/, "./")
-    );
-  return lines.filter((l) => l.length > 0)
-    .map((l) => l.replace(/^\.\/?/, "").replace(/\/$/, "") || ".");
-}
-
-function isExcluded(path: string): boolean {
-  return EXCLUDED.some((x) => path === x || path.startsWith(`${x}/`));
-}
-
-/** What squashfs keeps of a listing: everything but ACLs. */
-function withoutAcls(list: TreeEntry[]): TreeEntry[] {
-  return list.map(({ acl: _, ...rest }) => rest);
-}
-
 /** Make a source tree, archive it, extract it into a fresh directory; both listings. */
 async function roundTrip(
   tmp: TempDir,
   format: ContainerArchiveFormat,
-  options: { sparse: boolean; excludes?: string[]; bandwidthLimit?: number },
+  options: { sparse: boolean; excludes?: readonly string[]; bandwidthLimit?: number },
 ) {
   const src = tmp.join("rootfs");
   await Deno.mkdir(src);
-  await buildTree(src, options);
+  await buildContainerTree(src, options);
   const archive = tmp.join(FILE[format]);
   const log: string[] = [];
   const result = await createContainerArchive({
@@ -278,8 +167,8 @@ for (const format of FORMATS) {
       await using tmp = new TempDir();
       const src = tmp.join("rootfs");
       await Deno.mkdir(src);
-      await buildTree(src, { sparse: true });
-      await write(`${src}/random.bin`, random(4 << 20));
+      await buildContainerTree(src, { sparse: true });
+      await writeWithMode(`${src}/random.bin`, randomBytes(4 << 20));
       const target = tmp.join(FILE[format]);
       const controller = new AbortController();
       // 1 KiB/s: the archiver cannot finish before it is cancelled.
@@ -327,7 +216,7 @@ Deno.test({
     await using tmp = new TempDir();
     const src = tmp.join("src");
     await Deno.mkdir(src);
-    await write(`${src}/big`, random(1 << 20));
+    await writeWithMode(`${src}/big`, randomBytes(1 << 20));
     const archive = tmp.join("archive.tar");
     await createContainerArchive({ format: "tar", directory: src, target: archive });
     const out = tmp.join("out");
