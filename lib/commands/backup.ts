@@ -88,8 +88,7 @@ export const backupCommand: CommandSpec = {
   name: "backup",
   summary:
     "back up a VM's disks (full or incremental) or a container's files into a backup storage",
-  args:
-    "<vmid> --disk DEVICE=SOURCE [--disk …] --config FILE | <vmid> --type lxc --directory DIR --config FILE",
+  args: "<vmid> (--disk DEVICE=SOURCE [--disk …] | --type lxc --directory DIR) --config FILE",
   details: `
 VMs (--type qemu, the default): SOURCE is an NBD URI (nbd+unix:///EXPORT?socket=PATH, e.g. a
 running VM's NBD export), an offline disk image (a path ending in .qcow2, .raw or .img, or a
@@ -133,7 +132,7 @@ Prints the new backup's volume id on stdout; progress and a summary go to stderr
       type: "string",
       multiple: true,
       arg: "PATTERN",
-      description: "containers: leave out what PATTERN matches (/path anchored, others anywhere)",
+      description: "containers: leave out what PATTERN matches (/x: at the root; x: anywhere)",
     },
     config: {
       type: "string",

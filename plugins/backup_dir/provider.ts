@@ -14,6 +14,8 @@
  * (mechanism `directory`), removed again by `restoreContainerCleanup`. Unpacking rather than
  * mounting: a loop mount needs root, loop devices and the squashfs module, and a mount left by
  * a killed volt would make the directory impossible to remove; unpacking costs a second copy.
+ * A volt killed with SIGKILL during such a restore leaves that directory behind (nothing
+ * lists or sweeps it, as a concurrent restore may be using one): remove it by hand.
  *
  * @module
  */
