@@ -12,7 +12,6 @@
  */
 
 import { libc } from "../../ffi/libc.ts";
-import { libnbd } from "../../ffi/libnbd.ts";
 import { VoltError } from "../errors.ts";
 import {
   ABORT_CANCELLED,
@@ -22,8 +21,9 @@ import {
   createEventFd,
   Doorbell,
   SLOT_DATA,
+  trace,
 } from "./copy_shared.ts";
-import type { ReaderStart, WorkerMessage, WriterStart } from "./copy_messages.ts";
+import type { ReaderConnected, ReaderStart, WorkerMessage, WriterStart } from "./copy_messages.ts";
 import type { RangeSelection } from "./plan.ts";
 import { type CallbackSink, type CopySink, isCallbackSink } from "./sink.ts";
 import type { NbdSource } from "./source.ts";
@@ -266,22 +266,26 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
   options.signal?.addEventListener("abort", onAbort);
 
   try {
-    // The reader first: it boots (its own isolate, its modules) while the rest is set up.
+    // The data buffer first, sized for the largest request asked for (the server may allow
+    // less: requests are then smaller, slots stay where they are), so that both workers get
+    // everything in their start message and neither waits for the main thread again.
+    buffer = lib.aligned_alloc(4096n, BigInt(slots * requestSize));
+    if (buffer === null) throw new VoltError("out of memory for the copy buffer");
+    const bufferAddress = BigInt(Deno.UnsafePointer.value(buffer));
+    const readerBell = createEventFd();
+    bells.push(readerBell);
+    const consumerBell = writerThread ? createEventFd() : -1;
+    if (consumerBell >= 0) bells.push(consumerBell);
+
+    // The reader first and told at once: creating a Worker blocks this thread for its boot,
+    // so the reader connects and maps while the writer is being created. No libnbd here:
+    // the reader reports a missing library.
+    trace("main: starting the reader");
     const reader = new WorkerLink(
       new URL("./copy_reader.ts", import.meta.url).href,
       "volt-nbd-reader",
     );
     links.push(reader);
-    const readerBell = createEventFd();
-    bells.push(readerBell);
-    const consumerBell = writerThread ? createEventFd() : -1;
-    if (consumerBell >= 0) bells.push(consumerBell);
-    // Started now so that its modules load while the reader connects.
-    const writer = !writerThread ? undefined : new WorkerLink(
-      new URL("./copy_writer.ts", import.meta.url).href,
-      "volt-nbd-writer",
-    );
-    if (writer) links.push(writer);
     reader.post(
       {
         type: "start",
@@ -294,66 +298,60 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
         requestSize,
         bwlimit: Math.round((options.bwlimitKiB ?? 0) * 1024),
         detectZeroes: options.detectZeroes ?? true,
+        buffer: bufferAddress,
+        stride: requestSize,
+        initiallyZero: callbackSink ? callbackSink.initiallyZero ?? false : undefined,
+        timeOrigin: performance.timeOrigin,
         readerBell,
         consumerBell,
         sink: inlineSink,
       } satisfies ReaderStart,
     );
-    // Load libnbd into the process meanwhile: the reader's dlopen then only binds symbols
-    // (and a missing library is reported at once).
-    libnbd();
-    const connected = await reader.next();
-    if (connected.type !== "connected") throw workerError(connected);
-    if (failure) throw failure;
-
-    buffer = lib.aligned_alloc(4096n, BigInt(slots * connected.requestSize));
-    if (buffer === null) throw new VoltError("out of memory for the copy buffer");
-
-    let initiallyZero: boolean;
-    if (!writer) {
-      initiallyZero = callbackSink?.initiallyZero ?? connected.initiallyZero ?? false;
-    } else {
+    const writer = !writerThread ? undefined : new WorkerLink(
+      new URL("./copy_writer.ts", import.meta.url).href,
+      "volt-nbd-writer",
+    );
+    if (writer) {
+      links.push(writer);
       writer.post(
         {
           type: "start",
           shared: shared.buffer,
           sink: builtinSink!,
-          size: connected.size,
-          requestSize: connected.requestSize,
+          buffer: bufferAddress,
+          stride: requestSize,
+          timeOrigin: performance.timeOrigin,
           readerBell,
           writerBell: consumerBell,
         } satisfies WriterStart,
       );
-      const ready = await writer.next();
-      if (ready.type !== "ready") {
-        fail(workerError(ready));
-        throw failure!;
-      }
-      initiallyZero = ready.initiallyZero;
     }
-    if (failure) throw failure;
-
-    const go = { type: "go", buffer: BigInt(Deno.UnsafePointer.value(buffer)), initiallyZero };
-    reader.post(go);
-    writer?.post(go);
+    trace("main: workers started");
     if (options.onProgress) {
       const report = options.onProgress;
       timer = setInterval(() => report(progress()), options.progressInterval ?? 500);
     }
 
+    let connected: ReaderConnected | undefined;
     const watch = (link: WorkerLink) =>
-      link.final().then((msg) => {
+      link.final((msg) => {
+        if (msg.type === "connected") connected = msg;
+      }).then((msg) => {
         if (msg.type === "error") fail(workerError(msg));
         return msg;
       });
     const finals = [watch(reader), ...(writer ? [watch(writer)] : [])];
     if (callbackSink) {
-      await consume(callbackSink, shared, buffer, connected.requestSize, readerBell)
+      await consume(callbackSink, shared, buffer, requestSize, readerBell)
         .catch((err) => fail(err instanceof Error ? err : new Error(String(err))));
     }
-    await Promise.all(finals);
+    const ends = await Promise.all(finals);
     if (failure) throw failure;
+    if (!connected || ends.some((msg) => msg.type !== "done")) {
+      throw workerError(ends.find((msg) => msg.type !== "done") ?? ends[0]);
+    }
     if (callbackSink) await callbackSink.finish();
+    trace("main: done");
 
     const p = progress();
     options.onProgress?.(p);

@@ -2,8 +2,13 @@
  * Messages between {@link copyNbd} on the main thread and its reader and writer Workers.
  * Bulk data never travels in messages: it stays in the shared C buffer.
  *
- * Reader: `start` → `connected` → `go` → `plan` → `done` (or `aborted` / `error`).
- * Writer: `start` → `ready` → `go` → `done` (or `aborted` / `error`).
+ * Reader: `start` → `connected` → `plan` → `done` (or `aborted` / `error`).
+ * Writer: `start` → `done` (or `aborted` / `error`).
+ *
+ * Both start at once, with the data buffer already allocated: the reader connects, maps and
+ * copies without waiting for anything; the writer waits (in shared memory) until the reader
+ * has connected and knows the export size, opens its sink and says in shared memory whether
+ * the target reads as zeros. So neither thread's start-up waits for the other's.
  *
  * @module
  */
@@ -25,6 +30,18 @@ export interface ReaderStart {
   /** Read bandwidth limit in bytes per second, 0 for none. */
   bwlimit: number;
   detectZeroes: boolean;
+  /** Address of the C data buffer: `slots × stride` bytes. */
+  buffer: bigint;
+  /** Bytes between slots in the buffer: the largest request (requests may be smaller). */
+  stride: number;
+  /**
+   * Whether the consumer's target reads as zeros, when the main thread knows it (a callback
+   * sink); with an inline sink the reader asks it, with a writer thread it waits for the
+   * writer to say.
+   */
+  initiallyZero?: boolean;
+  /** The main thread's `performance.timeOrigin`, for trace lines. */
+  timeOrigin: number;
   /** The reader's eventfd doorbell. */
   readerBell: number;
   /** The consumer's eventfd doorbell, -1 when the consumer is the main thread. */
@@ -36,16 +53,7 @@ export interface ReaderStart {
   sink?: BuiltinSink;
 }
 
-/** Main → reader or writer: the data buffer is ready, copy. */
-export interface Go {
-  type: "go";
-  /** Address of the C buffer, `slots × requestSize` bytes. */
-  buffer: bigint;
-  /** The target reads as zeros already (reader: skip zero ranges). */
-  initiallyZero: boolean;
-}
-
-/** Main → reader or writer waiting for `go`: release everything and end. */
+/** Main → a reader or writer that has not started: release everything and end. */
 export interface Stop {
   type: "stop";
 }
@@ -56,8 +64,6 @@ export interface ReaderConnected {
   size: number;
   requestSize: number;
   connections: number;
-  /** With an inline sink: whether its target reads as zeros already. */
-  initiallyZero?: boolean;
 }
 
 /** Reader → main: the plan is known. */
@@ -69,21 +75,19 @@ export interface ReaderPlan {
   read: number;
 }
 
-/** Main → writer: open the sink. */
+/** Main → writer: open the sink once the reader has connected, and write. */
 export interface WriterStart {
   type: "start";
   shared: SharedArrayBuffer;
   sink: BuiltinSink;
-  size: number;
-  requestSize: number;
+  /** Address of the C data buffer. */
+  buffer: bigint;
+  /** Bytes between slots in the buffer. */
+  stride: number;
+  /** The main thread's `performance.timeOrigin`, for trace lines. */
+  timeOrigin: number;
   readerBell: number;
   writerBell: number;
-}
-
-/** Writer → main: the sink is open. */
-export interface WriterReady {
-  type: "ready";
-  initiallyZero: boolean;
 }
 
 /** Either worker → main: finished its part. */
@@ -109,7 +113,6 @@ export interface WorkerFailed {
 export type WorkerMessage =
   | ReaderConnected
   | ReaderPlan
-  | WriterReady
   | WorkerDone
   | WorkerAborted
   | WorkerFailed;

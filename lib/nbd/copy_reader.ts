@@ -2,7 +2,8 @@
  * The copy engine's reader Worker: owns the source handle(s), maps the export, and keeps up
  * to `depth` `nbd_aio_pread` requests in flight per connection into free slots of the shared
  * C buffer. A completed read is checked for zeros (`memcmp`) and queued for the sink; then
- * the reader waits in `poll` on its sockets and its doorbell.
+ * the reader waits in `poll` on its sockets and its doorbell. It starts reading as soon as
+ * the map is read, while a writer thread may still be opening its sink.
  *
  * Loaded by {@link copyNbd}; not imported by anything else.
  *
@@ -17,10 +18,12 @@ import {
   COUNTER,
   Doorbell,
   endWorker,
+  setTraceOrigin,
   SLOT_DATA,
   SLOT_ZERO,
+  trace,
 } from "./copy_shared.ts";
-import type { Go, ReaderStart, Stop, WorkerScope } from "./copy_messages.ts";
+import type { ReaderStart, Stop, WorkerScope } from "./copy_messages.ts";
 import { BASE_ALLOCATION, dirtyBitmapContext, readExtents } from "./extents.ts";
 import { type CopyRange, planRanges, splitRequests } from "./plan.ts";
 import { HandlePollError, pollHandles } from "./poll.ts";
@@ -46,12 +49,15 @@ let size = 0;
 let requestSize = 0;
 
 scope.onmessage = (event: MessageEvent) => {
-  const msg = event.data as ReaderStart | Go | Stop;
+  const msg = event.data as ReaderStart | Stop;
   if (msg.type === "start") {
     start = msg;
-    guarded(connect);
-  } else if (msg.type === "go") {
-    guarded(() => copy(msg));
+    setTraceOrigin(msg.timeOrigin);
+    trace("reader: started");
+    guarded(() => {
+      connect();
+      copy();
+    });
   } else if (msg.type === "stop") {
     closeAll();
     scope.postMessage({ type: "aborted" });
@@ -90,32 +96,44 @@ function connect(): void {
       inflight: new Map(),
     });
   }
-  if (start.sink) inline = openSlotWriter(start.sink, size, requestSize);
+  // The writer thread may open its sink now.
+  const shared = new CopyShared(start.shared);
+  shared.setCounter(COUNTER.size, size);
+  shared.setConnected();
+  trace("reader: connected");
+  if (start.sink) inline = openSlotWriter(start.sink, size, start.stride);
   scope.postMessage({
     type: "connected",
     size,
     requestSize,
     connections: connections.length,
-    initiallyZero: inline?.initiallyZero,
   });
-  // The plan (merged extents → ranges to read or zero), while the main thread and the
-  // writer get ready. Kept as ranges, split into requests lazily.
+  // The plan (merged extents → ranges to read or zero), while a writer thread opens its
+  // sink. Kept as ranges, split into requests lazily.
   ranges = [
     ...planRanges(readExtents(connections[0].h, { bitmap: start.bitmap }), start.selection),
   ];
+  trace(`reader: mapped, ${ranges.length} ranges`);
 }
 
-function copy(go: Go): void {
+function copy(): void {
   const shared = new CopyShared(start.shared);
   const bell = new Doorbell(start.readerBell);
   const consumer = new Doorbell(start.consumerBell);
   const lib = libc();
   const uri = sourceUri(start.source);
-  const base = Deno.UnsafePointer.create(go.buffer)!;
+  const base = Deno.UnsafePointer.create(start.buffer)!;
   const slotPtr: CPointer[] = [];
   for (let i = 0; i < shared.slots; i++) {
-    slotPtr.push(i === 0 ? base : Deno.UnsafePointer.offset(base, i * requestSize)!);
+    slotPtr.push(i === 0 ? base : Deno.UnsafePointer.offset(base, i * start.stride)!);
   }
+  // Whether the target reads as zeros (zero ranges and zero blocks need not be written):
+  // known at once for a callback or inline sink; a writer thread says so once its sink is
+  // open. Until then zero decisions wait (reads go on).
+  let initiallyZero = start.initiallyZero ?? inline?.initiallyZero;
+  const targetIsZero = () => (initiallyZero ??= shared.sinkZero());
+  /** Read slots that came back all zeros before the target was known. */
+  const undecided: number[] = [];
   const zeros = start.detectZeroes ? lib.calloc(1n, BigInt(requestSize)) : null;
 
   let total = 0;
@@ -124,7 +142,6 @@ function copy(go: Go): void {
     total += r.length;
     if (r.read) toRead += r.length;
   }
-  shared.setCounter(COUNTER.size, size);
   shared.setCounter(COUNTER.total, total);
   shared.setCounter(COUNTER.planRead, toRead);
   scope.postMessage({ type: "plan", total, read: toRead });
@@ -153,6 +170,17 @@ function copy(go: Go): void {
       ringConsumer();
     }
   };
+  // A read slot that came back all zeros: dropped when the target reads as zeros, else
+  // written as zeros.
+  const zeroRead = (slot: number, zero: boolean) => {
+    if (zero) {
+      shared.count(COUNTER.skipped, shared.slotLength(slot));
+      shared.freePush(slot);
+    } else {
+      shared.setSlot(slot, SLOT_ZERO, shared.slotOffset(slot), shared.slotLength(slot));
+      deliver(slot);
+    }
+  };
   const retired: number[] = [];
   const handles = [...connections.map((c) => c.h), ...(inline?.handles ?? [])];
 
@@ -174,6 +202,7 @@ function copy(go: Go): void {
   const bwlimit = start.bwlimit;
   const t0 = performance.now();
   let issued = 0;
+  let firstRead = false;
 
   try {
     for (;;) {
@@ -181,10 +210,18 @@ function copy(go: Go): void {
       let progressed = false;
       let waitMs = -1;
 
+      if (undecided.length > 0 && targetIsZero() !== undefined) {
+        for (const slot of undecided) zeroRead(slot, initiallyZero!);
+        undecided.length = 0;
+        progressed = true;
+      }
+
       // Issue reads (and queue zero ranges) while slots and depth allow.
       while (next) {
         if (!next.read) {
-          if (go.initiallyZero) {
+          const zero = targetIsZero();
+          if (zero === undefined) break; // the writer has not opened its sink yet
+          if (zero) {
             shared.count(COUNTER.skipped, next.length);
           } else {
             const slot = shared.freePop();
@@ -248,17 +285,19 @@ function copy(go: Go): void {
             if (slot === undefined) continue;
             c.inflight.delete(cookie);
             shared.count(COUNTER.read, length);
+            if (!firstRead) {
+              firstRead = true;
+              trace("reader: first read done");
+            }
             progressed = true;
             if (zeros && lib.memcmp(slotPtr[slot], zeros, BigInt(length)) === 0) {
               shared.count(COUNTER.zeroDetected, length);
-              if (go.initiallyZero) {
-                shared.count(COUNTER.skipped, length);
-                shared.freePush(slot);
-                continue;
-              }
-              shared.setSlot(slot, SLOT_ZERO, offset, length);
+              const zero = targetIsZero();
+              if (zero === undefined) undecided.push(slot);
+              else zeroRead(slot, zero);
+            } else {
+              deliver(slot);
             }
-            deliver(slot);
           }
         }
         inflight += c.inflight.size;
@@ -272,7 +311,9 @@ function copy(go: Go): void {
         retired.length = 0;
       }
 
-      if (!next && inflight === 0 && (inline?.inFlight() ?? 0) === 0) break;
+      if (!next && inflight === 0 && undecided.length === 0 && (inline?.inFlight() ?? 0) === 0) {
+        break;
+      }
       if (progressed) continue;
       try {
         pollHandles(handles, bell, waitMs);
@@ -284,6 +325,7 @@ function copy(go: Go): void {
         throw inline!.pollFailed(err.cause);
       }
     }
+    trace("reader: all read");
     inline?.finish();
     inline = undefined;
     shared.setReaderDone();

@@ -57,7 +57,11 @@ const FULL_HEAD = 4;
 const FULL_TAIL = 5;
 const FREE_HEAD = 6;
 const FREE_TAIL = 7;
-const CONTROL = 8;
+/** 0 until the reader has connected (and set {@link COUNTER.size}), 1 after, -1 on abort. */
+const CONNECTED = 8;
+/** The writer thread's sink: 0 not open yet, 1 open, 2 open and its target reads as zeros. */
+const SINK_STATE = 9;
+const CONTROL = 10;
 
 /**
  * A view of the shared copy state; every thread builds one over the same buffer.
@@ -113,14 +117,45 @@ export class CopyShared {
     this.#counterBase = 2 * n;
   }
 
-  /** Sets the abort flag (the first reason wins). */
+  /** Sets the abort flag (the first reason wins) and wakes a thread in {@link waitConnected}. */
   abort(reason: number): void {
     Atomics.compareExchange(this.#i32, ABORT, 0, reason);
+    Atomics.compareExchange(this.#i32, CONNECTED, 0, -1);
+    Atomics.notify(this.#i32, CONNECTED);
   }
 
   /** The abort reason, 0 while the copy should go on. */
   aborted(): number {
     return Atomics.load(this.#i32, ABORT);
+  }
+
+  /** The reader has connected: {@link COUNTER.size} holds the export size. */
+  setConnected(): void {
+    Atomics.compareExchange(this.#i32, CONNECTED, 0, 1);
+    Atomics.notify(this.#i32, CONNECTED);
+  }
+
+  /**
+   * Blocks (in a Worker) until the reader has connected: true, or the copy was aborted first:
+   * false.
+   */
+  waitConnected(): boolean {
+    for (;;) {
+      const state = Atomics.load(this.#i32, CONNECTED);
+      if (state !== 0) return state === 1;
+      Atomics.wait(this.#i32, CONNECTED, 0);
+    }
+  }
+
+  /** The writer thread has opened its sink; `zero`: the target reads as zeros already. */
+  setSinkOpen(zero: boolean): void {
+    Atomics.store(this.#i32, SINK_STATE, zero ? 2 : 1);
+  }
+
+  /** Whether the writer thread's target reads as zeros; undefined until its sink is open. */
+  sinkZero(): boolean | undefined {
+    const state = Atomics.load(this.#i32, SINK_STATE);
+    return state === 0 ? undefined : state === 2;
   }
 
   /** Marks that the reader has queued its last slot. */
@@ -285,4 +320,30 @@ export function endWorker(
     });
   }
   scope.close();
+}
+
+let traceOrigin = performance.timeOrigin;
+let tracing: boolean | undefined;
+
+/** Makes {@link trace} count from `origin` (a Worker: the main thread's `timeOrigin`). */
+export function setTraceOrigin(origin: number): void {
+  traceOrigin = origin;
+}
+
+/**
+ * With `VOLT_NBD_TRACE=1`, prints `nbd-trace <ms> <event>` on stderr: milliseconds since the
+ * main thread's runtime started (about the process start), to see where a copy's time goes.
+ * Free otherwise.
+ */
+export function trace(event: string): void {
+  if (tracing === undefined) {
+    try {
+      tracing = Deno.env.get("VOLT_NBD_TRACE") === "1";
+    } catch {
+      tracing = false; // no permission to read the environment
+    }
+  }
+  if (!tracing) return;
+  const ms = performance.timeOrigin + performance.now() - traceOrigin;
+  console.error(`nbd-trace ${ms.toFixed(1)} ${event}`);
 }

@@ -1,7 +1,8 @@
 /**
- * The copy engine's writer Worker for the built-in sinks: takes full slots off the shared
- * queue, writes them ({@link SlotWriter}), returns them to the reader, and waits in `poll` on
- * its doorbell (and the target's socket for an NBD sink).
+ * The copy engine's writer Worker for the built-in sinks: waits until the reader has connected
+ * (the export size is then known), opens the sink and says whether its target reads as zeros,
+ * then takes full slots off the shared queue, writes them ({@link SlotWriter}), returns them to
+ * the reader, and waits in `poll` on its doorbell (and the target's socket for an NBD sink).
  *
  * Loaded by {@link copyNbd}; not imported by anything else.
  *
@@ -9,8 +10,17 @@
  */
 
 import type { CPointer } from "../../ffi/nbd_handle.ts";
-import { CopyShared, CopyStopped, COUNTER, Doorbell, endWorker, SLOT_DATA } from "./copy_shared.ts";
-import type { Go, Stop, WorkerScope, WriterStart } from "./copy_messages.ts";
+import {
+  CopyShared,
+  CopyStopped,
+  COUNTER,
+  Doorbell,
+  endWorker,
+  setTraceOrigin,
+  SLOT_DATA,
+  trace,
+} from "./copy_shared.ts";
+import type { Stop, WorkerScope, WriterStart } from "./copy_messages.ts";
 import { HandlePollError, pollHandles } from "./poll.ts";
 import { openSlotWriter, type SlotWriter } from "./sink_writers.ts";
 
@@ -20,15 +30,20 @@ let start: WriterStart;
 let writer: SlotWriter | undefined;
 
 scope.onmessage = (event: MessageEvent) => {
-  const msg = event.data as WriterStart | Go | Stop;
+  const msg = event.data as WriterStart | Stop;
   if (msg.type === "start") {
     start = msg;
+    setTraceOrigin(msg.timeOrigin);
+    trace("writer: started");
     guarded(() => {
-      writer = openSlotWriter(msg.sink, msg.size, msg.requestSize);
-      scope.postMessage({ type: "ready", initiallyZero: writer.initiallyZero });
+      const shared = new CopyShared(msg.shared);
+      if (!shared.waitConnected()) throw new CopyStopped();
+      writer = openSlotWriter(msg.sink, shared.counter(COUNTER.size), msg.stride);
+      shared.setSinkOpen(writer.initiallyZero);
+      new Doorbell(msg.readerBell).ring();
+      trace("writer: sink open");
+      drain(shared);
     });
-  } else if (msg.type === "go") {
-    guarded(() => drain(msg));
   } else if (msg.type === "stop") {
     writer?.close(true);
     writer = undefined;
@@ -47,15 +62,14 @@ function guarded(fn: () => void): void {
   }
 }
 
-function drain(go: Go): void {
+function drain(shared: CopyShared): void {
   const w = writer!;
-  const shared = new CopyShared(start.shared);
   const bell = new Doorbell(start.writerBell);
   const reader = new Doorbell(start.readerBell);
-  const base = Deno.UnsafePointer.create(go.buffer)!;
+  const base = Deno.UnsafePointer.create(start.buffer)!;
   const slotPtr: CPointer[] = [];
   for (let i = 0; i < shared.slots; i++) {
-    slotPtr.push(i === 0 ? base : Deno.UnsafePointer.offset(base, i * start.requestSize)!);
+    slotPtr.push(i === 0 ? base : Deno.UnsafePointer.offset(base, i * start.stride)!);
   }
   const retired: number[] = [];
   const release = (slot: number) => {
@@ -94,7 +108,9 @@ function drain(go: Go): void {
       throw err;
     }
   }
+  trace("writer: all written");
   w.finish();
+  trace("writer: finished");
   writer = undefined;
   scope.postMessage({ type: "done" });
   scope.close();
