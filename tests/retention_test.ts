@@ -503,3 +503,39 @@ Deno.test("retention commands refuse bad input with one line and a non-zero exit
   assert.match(help, /--keep-last N/);
   assert.match(help, /--dry-run/);
 });
+
+Deno.test("volt backup --prune applies the storage's retention to the guest after the commit; a failing prune only warns", async () => {
+  await using tmp = new TempDir();
+  const e = backupEnv(tmp);
+  await ok(e, ["set", "backup", "prune-backups=keep-last=2"]);
+  const { volids, states, disk } = await backUp(e, 100, 3, ["--prune"]);
+  // Each backup was pruned right after its commit: the oldest (the full) was merged away.
+  assert.deepEqual((await listed(e)).map((v) => v.volid), volids.slice(1));
+  await assertRestores(e, volids[1], states[1], 201);
+  await assertRestores(e, volids[2], states[2], 202);
+
+  // The oldest backup's image is damaged: removing it (merging it into its child) fails.
+  // The new backup stands, exit 0, one warning.
+  const image = `${backupDir(e, volids[1])}/scsi0.qcow2`;
+  await Deno.copyFile(image, e.tmp.join("good.qcow2"));
+  {
+    using f = await Deno.open(image, { write: true });
+    await f.write(new Uint8Array(512));
+  }
+  const r = await run(e, [
+    "backup",
+    "100",
+    "--disk",
+    `scsi0=${disk}`,
+    "--config",
+    e.tmp.join("guest-100.conf"),
+    "--prune",
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const newVolid = r.stdout.trim();
+  assert.match(r.stderr, /^warning: prune after the backup failed: .*; the backup .* stands$/m);
+  assert.deepEqual((await listed(e)).map((v) => v.volid), [...volids.slice(1), newVolid]);
+  // Repaired, the chain restores: the failed removal left the damaged backup as it was.
+  await Deno.copyFile(e.tmp.join("good.qcow2"), image);
+  await assertRestores(e, newVolid, states[2], 203);
+});

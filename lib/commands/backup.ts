@@ -15,7 +15,8 @@ import {
   outputFormat,
   stringOpt,
 } from "../cli/command.ts";
-import { UsageError, VoltError } from "../errors.ts";
+import { errorLine, UsageError, VoltError } from "../errors.ts";
+import { formatKeep, runPrune } from "../backup/retention.ts";
 import { tarExcludeArgs } from "../backup/exclude_patterns.ts";
 import { type BackupJobResult, runBackupJob } from "../backup/job.ts";
 import { ProgressPrinter } from "../backup/progress.ts";
@@ -83,6 +84,40 @@ export function backupSummary(r: BackupJobResult): string[] {
 const VM_ONLY = ["disk", "mode", "bitmap"];
 const CONTAINER_ONLY = ["directory", "exclude"];
 
+/**
+ * `--prune`: the storage's retention for the guest just backed up. Runs only after the backup
+ * was committed and its bitmaps consumed, so nothing here can undo it; the new backup is
+ * passed as `mustKeep`, and a failure is a warning (the backup succeeded; retention is
+ * retried by the next `--prune` or `volt prune`).
+ */
+async function pruneAfterBackup(
+  storages: Storages,
+  storageId: string,
+  vmid: number,
+  type: "qemu" | "lxc",
+  newVolid: string,
+  say: (text: string) => void,
+): Promise<void> {
+  try {
+    const r = await withTermination((signal) =>
+      runPrune(storages, storageId, {
+        vmid,
+        type,
+        mustKeep: [newVolid],
+        signal,
+        log: (level, message) => say(level === "info" ? message : `warning: ${message}`),
+      })
+    );
+    say(
+      `prune (${formatKeep(r.keep)}): ${r.removed.length} removed, ${
+        r.decisions.length - r.removed.length
+      } kept`,
+    );
+  } catch (err) {
+    say(`warning: prune after the backup failed: ${errorLine(err)}; the backup ${newVolid} stands`);
+  }
+}
+
 /** `volt backup`. */
 export const backupCommand: CommandSpec = {
   name: "backup",
@@ -104,6 +139,9 @@ one file system) or, with lxc-backup-mode squashfs, mksquashfs. --exclude takes 
 patterns: one starting with '/' is anchored at the container's root (/var/log), any other
 matches at any depth (*.tmp, cache); lost+found is never archived. A container backup is
 always complete: there are no bitmaps.
+--prune applies the storage's prune-backups to this guest's backups once the new backup is
+committed (as 'volt prune STORAGE --vmid N --type T'). The new backup is never removed, and
+a failing prune only warns: the backup stands, its bitmap is consumed, the exit code is 0.
 Prints the new backup's volume id on stdout; progress and a summary go to stderr.`,
   options: {
     type: {
@@ -153,6 +191,10 @@ Prints the new backup's volume id on stdout; progress and a summary go to stderr
       description: "VMs: full ignores dirty bitmaps (default: incremental where possible)",
     },
     bitmap: { type: "string", arg: "NAME", description: "VMs: dirty bitmap of the NBD sources" },
+    prune: {
+      type: "boolean",
+      description: "after a successful backup, prune the guest's backups (storage's prune-backups)",
+    },
     ...OUTPUT_FORMAT_OPTION,
   },
   positionals: [1, 1],
@@ -204,6 +246,7 @@ Prints the new backup's volume id on stdout; progress and a summary go to stderr
       configPath: stringOpt(args, "storage-config"),
       pluginPaths: listOpt(args, "plugin"),
     });
+    const storageId = stringOpt(args, "storage") ?? "backup";
     const printer = new ProgressPrinter();
     const encoder = new TextEncoder();
     const say = (text: string) => Deno.stderr.writeSync(encoder.encode(`${text}\n`));
@@ -212,7 +255,7 @@ Prints the new backup's volume id on stdout; progress and a summary go to stderr
       result = await withTermination((signal) =>
         runBackupJob({
           storages,
-          storage: stringOpt(args, "storage") ?? "backup",
+          storage: storageId,
           vmid,
           type,
           ...(type === "qemu"
@@ -237,6 +280,9 @@ Prints the new backup's volume id on stdout; progress and a summary go to stderr
       printer.end();
     }
     for (const line of backupSummary(result)) say(line);
+    if (args.values.prune === true) {
+      await pruneAfterBackup(storages, storageId, vmid, type, result.volid, say);
+    }
     if (format === "json") console.log(JSON.stringify(result, null, 2));
     else console.log(result.volid);
     return 0;
