@@ -33,12 +33,13 @@ export async function runVerify(storages: Storages, volid: string): Promise<Veri
 /** `volt verify`. */
 export const verifyCommand: CommandSpec = {
   name: "verify",
-  summary: "check a backup: checksums, images and backing chain",
+  summary: "check a backup: checksums, images and backing chain, or the container archive",
   args: "<backup-volid>",
   details: `
 For the directory backup storage: the manifest, the size and SHA-256 of every file, the
 qcow2 backing chain (walked by volt, as restore does), 'qemu-img check' of every image, and
-the parent backups an incremental one depends on. Exits 1 naming the first problem; the
+the parent backups an incremental one depends on; for a container backup, that its archive
+(archive.tar or archive.sqfs) is one of its format. Exits 1 naming the first problem; the
 others follow on stderr.`,
   options: { ...OUTPUT_FORMAT_OPTION },
   positionals: [1, 1],
@@ -50,9 +51,10 @@ others follow on stderr.`,
       for (const p of r.problems.slice(1)) console.error(`volt: also: ${p.message}`);
       throw new VoltError(`backup ${volid} failed verification: ${r.problems[0].message}`);
     }
+    const images = r.checked.images > 0 ? ` and ${r.checked.images} images` : "";
     console.error(
-      `backup ${volid} verified: ${r.checked.files} files (${formatBytes(r.checked.bytes)}) ` +
-        `and ${r.checked.images} images, no problem found`,
+      `backup ${volid} verified: ${r.checked.files} files (${formatBytes(r.checked.bytes)})` +
+        `${images}, no problem found`,
     );
     return 0;
   },
