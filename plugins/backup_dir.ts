@@ -47,11 +47,11 @@ import {
   listGuestIds,
   parseBackupVolname,
   type StoredBackup,
-  TEMP_PREFIX,
 } from "./backup_dir/layout.ts";
 import { lockGuest } from "./backup_dir/guest_lock.ts";
 import { isProtected, readNotes, writeNotes, writeProtected } from "./backup_dir/attributes.ts";
 import { DirBackupProvider } from "./backup_dir/provider.ts";
+import { freeBackup } from "./backup_dir/remove_backup.ts";
 
 /** Options of a directory backup storage (beyond content, disable, shared, nodes). */
 export const BACKUP_DIR_OPTIONS: Readonly<Record<string, OptionSchema>> = {
@@ -240,29 +240,9 @@ export const plugin: StoragePlugin = {
   },
 
   async freeImage(storage: Storage, volname: string): Promise<void> {
-    const b = parseBackupVolname(volname);
-    const path = backupPath(storage, volname);
-    const dir = guestDir(root(storage), b.vmid);
-    try {
-      await Deno.stat(path);
-    } catch {
-      throw new VoltError(`volume '${storage.id}:${volname}' does not exist`);
-    }
-    using _lock = await lockGuest(dir, `backups of guest ${b.vmid} on '${storage.id}'`);
-    const children = (await listGuestBackups(root(storage), b.vmid))
-      .filter((x) => x.manifest.parent === b.dirName);
-    if (children.length > 0) {
-      const names = children.map((c) => `${storage.id}:${backupVolname(c.vmid, c.dirName)}`);
-      throw new VoltError(
-        `backup '${storage.id}:${volname}' is the base of ${names.join(", ")}: ` +
-          "remove those first",
-      );
-    }
-    // Out of the listing at once (rename), then removed; an interruption leaves a working
-    // directory the next backup of the guest sweeps away.
-    const doomed = `${dir}/${TEMP_PREFIX}delete-${b.dirName}`;
-    await Deno.rename(path, doomed);
-    await Deno.remove(doomed, { recursive: true });
+    backupPath(storage, volname); // Refuses a guest directory resolving outside the storage.
+    // Merges the backup into those based on it first: plugins/backup_dir/remove_backup.ts.
+    await freeBackup(storage.id, root(storage), volname);
   },
 
   async listVolumes(storage: Storage, filter: ListFilter): Promise<VolumeInfo[]> {

@@ -57,7 +57,7 @@ Deno.test("backup volume names are backup/<vmid>/qemu-<epoch> and nothing else",
   }
 });
 
-Deno.test("a backup that others depend on cannot be removed; after removing the newest the next backup is full", async () => {
+Deno.test("after removing the newest backup the next backup is full", async () => {
   await using tmp = new TempDir();
   const e = backupEnv(tmp);
   const img = tmp.join("disk.qcow2");
@@ -68,12 +68,7 @@ Deno.test("a backup that others depend on cannot be removed; after removing the 
   const v1 = await backupOk(e, 100, args);
   await qemuIo(img, ["write -P 0x82 2M 1M"]);
   const v2 = await backupOk(e, 100, args);
-  const refused = await volt(["free", v1], { env: e.env });
-  assert.equal(refused.code, 1);
-  assert.equal(
-    refused.stderr.trim(),
-    `volt: backup '${v1}' is the base of ${v2}: remove those first`,
-  );
+  // (Removing v1 instead would merge it into v2: tests/backup_removal_test.ts.)
   const p = await volt(["path", v2], { env: e.env });
   assert.equal(p.stdout.trim(), `${e.backupRoot}/100/${v2.split("/").at(-1)}`);
   const info = await volt(["info", v2, "--output-format", "json"], { env: e.env });
