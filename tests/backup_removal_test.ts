@@ -19,8 +19,10 @@ import {
   snapshotFile,
 } from "./helpers/backup.ts";
 import { treeListing } from "./helpers/tree_listing.ts";
-import { sh, TempDir, volt } from "./helpers/volt.ts";
+import { sh, TempDir, volt, voltCommand } from "./helpers/volt.ts";
 import { readManifest, writeManifest } from "../lib/backup/manifest.ts";
+import { OsCallError } from "../ffi/libc.ts";
+import { exchangePaths, ExchangeUnsupportedError } from "../ffi/libc_rename.ts";
 import {
   REMOVAL_FAULT_POINTS,
   type RemovalFaultPoint,
@@ -190,7 +192,7 @@ async function leftovers(e: BackupEnv): Promise<string[]> {
   return (await dirNames(guestPath(e))).filter((n) => n.startsWith(".tmp-"));
 }
 
-Deno.test("freeing inc1, then the full, then all but the newest: every remaining backup restores exactly", async () => {
+Deno.test("freeing inc1, then the full, then pruning to one: every remaining backup restores exactly", async () => {
   await using tmp = new TempDir();
   const chain = await buildChain(tmp);
   const { e, names } = chain;
@@ -464,4 +466,65 @@ Deno.test("a backup with two children is merged into both; several backups are r
   assert.equal(m3.devices.scsi0.backing, `../${full}/scsi0.qcow2`);
   assert.equal(m3.devices.scsi1.kind, "full");
   await assertRestoresExactly(chain.e, chain, [full, inc3]);
+});
+
+Deno.test("exchangePaths swaps two directories in one step and names a missing one in its error", async () => {
+  await using tmp = new TempDir();
+  await Deno.mkdir(tmp.join("a"));
+  await Deno.mkdir(tmp.join("b"));
+  await Deno.writeTextFile(tmp.join("a", "f"), "A");
+  await Deno.writeTextFile(tmp.join("b", "f"), "B");
+  exchangePaths(tmp.join("a"), tmp.join("b"));
+  assert.equal(await Deno.readTextFile(tmp.join("a", "f")), "B");
+  assert.equal(await Deno.readTextFile(tmp.join("b", "f")), "A");
+  assert.throws(
+    () => exchangePaths(tmp.join("a"), tmp.join("missing")),
+    (err: unknown) =>
+      err instanceof OsCallError && !(err instanceof ExchangeUnsupportedError) &&
+      err.errno === 2 && err.message.includes(tmp.join("missing")),
+  );
+  assert.equal(await Deno.readTextFile(tmp.join("a", "f")), "B", "nothing moved");
+});
+
+/** Whether a process waits in `/proc/locks` for a lock on the file with inode `ino`. */
+async function someoneWaitsFor(ino: number): Promise<boolean> {
+  const text = await Deno.readTextFile("/proc/locks");
+  return text.split("\n").some((line) => {
+    const m = /->\s+FLOCK\s+\S+\s+\S+\s+\d+\s+[0-9a-f]+:[0-9a-f]+:(\d+)\s/.exec(line);
+    return m !== null && Number(m[1]) === ino;
+  });
+}
+
+Deno.test("SIGINT while volt free waits for the guest's lock stops it with one line; nothing changes", async () => {
+  await using tmp = new TempDir();
+  const chain = await buildChain(tmp);
+  const { e } = chain;
+  const inc1 = chain.names[1];
+  const before = await treeListing(guestPath(e));
+  // Hold the lock as a running backup would.
+  using lock = await Deno.open(`${guestPath(e)}/.lock`, { read: true, write: true });
+  await lock.lock(true);
+  const ino = (await lock.stat()).ino!;
+  const [cmd, ...pre] = voltCommand();
+  const child = new Deno.Command(cmd, {
+    args: [...pre, "free", volid(inc1)],
+    env: { NO_COLOR: "1", ...e.env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  // Signal only once the kernel shows volt blocked on the lock (no timing guess).
+  for (let i = 0; !(await someoneWaitsFor(ino)); i++) {
+    assert.ok(i < 600, "volt free never waited for the lock");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  child.kill("SIGINT");
+  const out = await child.output();
+  assert.equal(out.code, 1);
+  assert.equal(
+    new TextDecoder().decode(out.stderr),
+    `volt: removal of ${volid(inc1)} interrupted by SIGINT; nothing was left half-written\n`,
+  );
+  await lock.unlock();
+  assert.deepEqual(await treeListing(guestPath(e)), before);
 });
