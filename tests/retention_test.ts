@@ -20,7 +20,7 @@ import { TempDir, volt, type VoltResult } from "./helpers/volt.ts";
 
 const MiB = 1024 * 1024;
 const BACKUP_DIR_PLUGIN = new URL("../plugins/backup_dir.ts", import.meta.url).href;
-const EXAMPLE = new URL("../plugins/examples/raw_backup.ts", import.meta.url).pathname;
+const EXAMPLE = new URL("../plugins/examples/zstd_backup.ts", import.meta.url).pathname;
 
 /** What `volt prune --output-format json` prints. */
 interface PruneJson {
@@ -434,8 +434,8 @@ Deno.test("prune works on a third-party provider's storage through listVolumes a
   const e = backupEnv(tmp);
   await Deno.writeTextFile(
     e.env.VOLT_CONFIG,
-    `dir: local\n\tpath ${e.home}\n\tcontent images\n\nraw-backup: rawbk\n\tpath ${
-      tmp.join("rawbk")
+    `dir: local\n\tpath ${e.home}\n\tcontent images\n\nzstd-backup: zbk\n\tpath ${
+      tmp.join("zbk")
     }\n`,
   );
   const p = ["--plugin", EXAMPLE];
@@ -444,15 +444,13 @@ Deno.test("prune works on a third-party provider's storage through listVolumes a
   await Deno.writeTextFile(tmp.join("guest.conf"), "memory: 512\n");
   const volids: string[] = [];
   for (let i = 0; i < 3; i++) {
-    // The example names a backup by the second it starts in, and two in one second collide.
-    await new Promise((resolve) => setTimeout(resolve, 1050 - (Date.now() % 1000)));
     await qemuIo(disk, [`write -P ${i + 1} 0 64k`]);
     volids.push(
       (await ok(e, [
         "backup",
         "100",
         "--storage",
-        "rawbk",
+        "zbk",
         "--disk",
         `scsi0=${disk}`,
         "--config",
@@ -461,10 +459,10 @@ Deno.test("prune works on a third-party provider's storage through listVolumes a
       ])).trim(),
     );
   }
-  const result = await prune(e, ["rawbk", "--keep-last", "1", ...p]);
+  const result = await prune(e, ["zbk", "--keep-last", "1", ...p]);
   assert.equal(result.keepSource, "options");
   assert.deepEqual(result.removed, [volids[1], volids[0]]);
-  const left = JSON.parse(await ok(e, ["list", "rawbk", "--output-format", "json", ...p]));
+  const left = JSON.parse(await ok(e, ["list", "zbk", "--output-format", "json", ...p]));
   assert.deepEqual(left.map((v: { volid: string }) => v.volid), [volids[2]]);
   const r = await run(e, ["restore", volids[2], "200", "--storage", "local", ...p]);
   assert.equal(r.code, 0, r.stderr);
