@@ -9,8 +9,12 @@
  *                  manifest.json, guest.conf, firewall.conf, archive.tar or archive.sqfs,
  *                  backup.log
  * <path>/<vmid>/.tmp-<type>-<epoch>/ a backup being written (removed on failure)
+ * <path>/<vmid>/.tmp-merge-<name>/  a backup being merged (remove_backup.ts)
+ * <path>/<vmid>/.tmp-delete-<name>/ a backup being removed
+ *     (every .tmp-* is a leftover once the guest's lock is free: swept by the next backup or
+ *     removal of the guest)
  * <path>/<vmid>/previous-info       the VM backup the disks' dirty bitmaps are relative to
- * <path>/<vmid>/.lock               held while a backup of the guest runs
+ * <path>/<vmid>/.lock               held while a backup or removal of the guest runs
  * <path>/.tmp-restore-<vmid>-<rnd>/ a squashfs archive unpacked for a container restore
  * ```
  *
