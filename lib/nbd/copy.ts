@@ -228,7 +228,6 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
   const inlineSink = builtinSink && !writerThread ? builtinSink : undefined;
   const slots = depth * connections + Math.max(2, depth);
   const shared = CopyShared.create(slots);
-  const lib = libc();
   const bells: number[] = [];
   const links: WorkerLink[] = [];
   let buffer: Deno.PointerValue = null;
@@ -266,20 +265,11 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
   options.signal?.addEventListener("abort", onAbort);
 
   try {
-    // The data buffer first, sized for the largest request asked for (the server may allow
-    // less: requests are then smaller, slots stay where they are), so that both workers get
-    // everything in their start message and neither waits for the main thread again.
-    buffer = lib.aligned_alloc(4096n, BigInt(slots * requestSize));
-    if (buffer === null) throw new VoltError("out of memory for the copy buffer");
-    const bufferAddress = BigInt(Deno.UnsafePointer.value(buffer));
-    const readerBell = createEventFd();
-    bells.push(readerBell);
-    const consumerBell = writerThread ? createEventFd() : -1;
-    if (consumerBell >= 0) bells.push(consumerBell);
-
-    // The reader first and told at once: creating a Worker blocks this thread for its boot,
-    // so the reader connects and maps while the writer is being created. No libnbd here:
-    // the reader reports a missing library.
+    // The workers first and told at once, before anything else here: creating a Worker
+    // blocks this thread for the new isolate's boot, and the workers' start-up (libnbd,
+    // connect, map; opening the sink) is what the copy waits for. The reader before the
+    // writer: the writer needs the export size, which the reader learns by connecting.
+    // No libnbd on this thread (the reader reports a missing library).
     trace("main: starting the reader");
     const reader = new WorkerLink(
       new URL("./copy_reader.ts", import.meta.url).href,
@@ -298,12 +288,9 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
         requestSize,
         bwlimit: Math.round((options.bwlimitKiB ?? 0) * 1024),
         detectZeroes: options.detectZeroes ?? true,
-        buffer: bufferAddress,
         stride: requestSize,
         initiallyZero: callbackSink ? callbackSink.initiallyZero ?? false : undefined,
         timeOrigin: performance.timeOrigin,
-        readerBell,
-        consumerBell,
         sink: inlineSink,
       } satisfies ReaderStart,
     );
@@ -318,15 +305,23 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
           type: "start",
           shared: shared.buffer,
           sink: builtinSink!,
-          buffer: bufferAddress,
           stride: requestSize,
           timeOrigin: performance.timeOrigin,
-          readerBell,
-          writerBell: consumerBell,
         } satisfies WriterStart,
       );
     }
-    trace("main: workers started");
+    // The data buffer, sized for the largest request asked for (the server may allow less:
+    // requests are then smaller, slots stay where they are), and the doorbells; the workers
+    // pick them up from shared memory when they need them.
+    const lib = libc();
+    buffer = lib.aligned_alloc(4096n, BigInt(slots * requestSize));
+    if (buffer === null) throw new VoltError("out of memory for the copy buffer");
+    const readerBell = createEventFd();
+    bells.push(readerBell);
+    const consumerBell = writerThread ? createEventFd() : -1;
+    if (consumerBell >= 0) bells.push(consumerBell);
+    shared.publishSetup(BigInt(Deno.UnsafePointer.value(buffer)), readerBell, consumerBell);
+    trace("main: set up");
     if (options.onProgress) {
       const report = options.onProgress;
       timer = setInterval(() => report(progress()), options.progressInterval ?? 500);
@@ -390,8 +385,8 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
       }
       link.worker.terminate();
     }
-    if (buffer !== null && !leakBuffer) lib.free(buffer);
-    for (const fd of bells) lib.close(fd);
+    if (buffer !== null && !leakBuffer) libc().free(buffer);
+    for (const fd of bells) libc().close(fd);
   }
 }
 

@@ -5,10 +5,12 @@
  * Reader: `start` → `connected` → `plan` → `done` (or `aborted` / `error`).
  * Writer: `start` → `done` (or `aborted` / `error`).
  *
- * Both start at once, with the data buffer already allocated: the reader connects, maps and
- * copies without waiting for anything; the writer waits (in shared memory) until the reader
- * has connected and knows the export size, opens its sink and says in shared memory whether
- * the target reads as zeros. So neither thread's start-up waits for the other's.
+ * Both workers are started first and at once; the main thread then allocates the data buffer
+ * and the doorbells and publishes them in shared memory ({@link CopyShared.publishSetup}),
+ * where the reader picks them up once it has connected and mapped. The writer waits (in
+ * shared memory) until the reader has connected and knows the export size, opens its sink,
+ * says in shared memory whether the target reads as zeros, and picks up the buffer. So no
+ * thread's start-up waits for another's longer than it must.
  *
  * @module
  */
@@ -30,9 +32,7 @@ export interface ReaderStart {
   /** Read bandwidth limit in bytes per second, 0 for none. */
   bwlimit: number;
   detectZeroes: boolean;
-  /** Address of the C data buffer: `slots × stride` bytes. */
-  buffer: bigint;
-  /** Bytes between slots in the buffer: the largest request (requests may be smaller). */
+  /** Bytes between slots in the data buffer: the largest request (requests may be smaller). */
   stride: number;
   /**
    * Whether the consumer's target reads as zeros, when the main thread knows it (a callback
@@ -42,10 +42,6 @@ export interface ReaderStart {
   initiallyZero?: boolean;
   /** The main thread's `performance.timeOrigin`, for trace lines. */
   timeOrigin: number;
-  /** The reader's eventfd doorbell. */
-  readerBell: number;
-  /** The consumer's eventfd doorbell, -1 when the consumer is the main thread. */
-  consumerBell: number;
   /**
    * A built-in sink the reader writes itself, in the same loop (no writer thread): used for
    * NBD and null sinks, whose writes are asynchronous or free.
@@ -80,14 +76,10 @@ export interface WriterStart {
   type: "start";
   shared: SharedArrayBuffer;
   sink: BuiltinSink;
-  /** Address of the C data buffer. */
-  buffer: bigint;
-  /** Bytes between slots in the buffer. */
+  /** Bytes between slots in the data buffer. */
   stride: number;
   /** The main thread's `performance.timeOrigin`, for trace lines. */
   timeOrigin: number;
-  readerBell: number;
-  writerBell: number;
 }
 
 /** Either worker → main: finished its part. */

@@ -118,11 +118,13 @@ function connect(): void {
 
 function copy(): void {
   const shared = new CopyShared(start.shared);
-  const bell = new Doorbell(start.readerBell);
-  const consumer = new Doorbell(start.consumerBell);
+  const setup = shared.waitSetup(); // published by the main thread long before, normally
+  if (!setup) throw new CopyStopped();
+  const bell = new Doorbell(setup.readerBell);
+  const consumer = new Doorbell(setup.consumerBell);
   const lib = libc();
   const uri = sourceUri(start.source);
-  const base = Deno.UnsafePointer.create(start.buffer)!;
+  const base = Deno.UnsafePointer.create(setup.buffer)!;
   const slotPtr: CPointer[] = [];
   for (let i = 0; i < shared.slots; i++) {
     slotPtr.push(i === 0 ? base : Deno.UnsafePointer.offset(base, i * start.stride)!);

@@ -61,7 +61,23 @@ const FREE_TAIL = 7;
 const CONNECTED = 8;
 /** The writer thread's sink: 0 not open yet, 1 open, 2 open and its target reads as zeros. */
 const SINK_STATE = 9;
-const CONTROL = 10;
+/** 0 until the main thread has published the data buffer and doorbells, 1 after, -1 on abort. */
+const SETUP = 10;
+const BUFFER_LOW = 11;
+const BUFFER_HIGH = 12;
+const READER_BELL = 13;
+const CONSUMER_BELL_FD = 14;
+const CONTROL = 15;
+
+/** What the main thread publishes with {@link CopyShared.publishSetup}. */
+export interface Setup {
+  /** Address of the C data buffer. */
+  buffer: bigint;
+  /** The reader's eventfd doorbell. */
+  readerBell: number;
+  /** The consumer thread's eventfd doorbell, -1 when the consumer is the main thread. */
+  consumerBell: number;
+}
 
 /**
  * A view of the shared copy state; every thread builds one over the same buffer.
@@ -122,6 +138,41 @@ export class CopyShared {
     Atomics.compareExchange(this.#i32, ABORT, 0, reason);
     Atomics.compareExchange(this.#i32, CONNECTED, 0, -1);
     Atomics.notify(this.#i32, CONNECTED);
+    Atomics.compareExchange(this.#i32, SETUP, 0, -1);
+    Atomics.notify(this.#i32, SETUP);
+  }
+
+  /**
+   * The main thread's part of the set-up, published after the reader has started: the data
+   * buffer's address and the eventfd doorbells (-1: none).
+   */
+  publishSetup(buffer: bigint, readerBell: number, consumerBell: number): void {
+    this.#i32[BUFFER_LOW] = Number(buffer & 0xffffffffn) | 0;
+    this.#i32[BUFFER_HIGH] = Number(buffer >> 32n) | 0;
+    this.#i32[READER_BELL] = readerBell;
+    this.#i32[CONSUMER_BELL_FD] = consumerBell;
+    Atomics.compareExchange(this.#i32, SETUP, 0, 1);
+    Atomics.notify(this.#i32, SETUP);
+  }
+
+  /**
+   * Blocks (in a Worker) until {@link publishSetup} has run, and returns what it published;
+   * undefined when the copy was aborted first.
+   */
+  waitSetup(): Setup | undefined {
+    for (;;) {
+      const state = Atomics.load(this.#i32, SETUP);
+      if (state === -1) return undefined;
+      if (state === 1) break;
+      Atomics.wait(this.#i32, SETUP, 0);
+    }
+    const low = BigInt(this.#i32[BUFFER_LOW] >>> 0);
+    const high = BigInt(this.#i32[BUFFER_HIGH] >>> 0);
+    return {
+      buffer: (high << 32n) | low,
+      readerBell: this.#i32[READER_BELL],
+      consumerBell: this.#i32[CONSUMER_BELL_FD],
+    };
   }
 
   /** The abort reason, 0 while the copy should go on. */

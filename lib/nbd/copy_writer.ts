@@ -17,6 +17,7 @@ import {
   Doorbell,
   endWorker,
   setTraceOrigin,
+  type Setup,
   SLOT_DATA,
   trace,
 } from "./copy_shared.ts";
@@ -39,10 +40,12 @@ scope.onmessage = (event: MessageEvent) => {
       const shared = new CopyShared(msg.shared);
       if (!shared.waitConnected()) throw new CopyStopped();
       writer = openSlotWriter(msg.sink, shared.counter(COUNTER.size), msg.stride);
+      const setup = shared.waitSetup();
+      if (!setup) throw new CopyStopped();
       shared.setSinkOpen(writer.initiallyZero);
-      new Doorbell(msg.readerBell).ring();
+      new Doorbell(setup.readerBell).ring();
       trace("writer: sink open");
-      drain(shared);
+      drain(shared, setup);
     });
   } else if (msg.type === "stop") {
     writer?.close(true);
@@ -62,11 +65,11 @@ function guarded(fn: () => void): void {
   }
 }
 
-function drain(shared: CopyShared): void {
+function drain(shared: CopyShared, setup: Setup): void {
   const w = writer!;
-  const bell = new Doorbell(start.writerBell);
-  const reader = new Doorbell(start.readerBell);
-  const base = Deno.UnsafePointer.create(start.buffer)!;
+  const bell = new Doorbell(setup.consumerBell);
+  const reader = new Doorbell(setup.readerBell);
+  const base = Deno.UnsafePointer.create(setup.buffer)!;
   const slotPtr: CPointer[] = [];
   for (let i = 0; i < shared.slots; i++) {
     slotPtr.push(i === 0 ? base : Deno.UnsafePointer.offset(base, i * start.stride)!);
