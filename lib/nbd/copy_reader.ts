@@ -19,6 +19,7 @@ import {
   Doorbell,
   endWorker,
   setTraceOrigin,
+  type Setup,
   SLOT_DATA,
   SLOT_ZERO,
   trace,
@@ -120,24 +121,6 @@ function copy(): void {
   const shared = new CopyShared(start.shared);
   const setup = shared.waitSetup(); // published by the main thread long before, normally
   if (!setup) throw new CopyStopped();
-  const bell = new Doorbell(setup.readerBell);
-  const consumer = new Doorbell(setup.consumerBell);
-  const lib = libc();
-  const uri = sourceUri(start.source);
-  const base = Deno.UnsafePointer.create(setup.buffer)!;
-  const slotPtr: CPointer[] = [];
-  for (let i = 0; i < shared.slots; i++) {
-    slotPtr.push(i === 0 ? base : Deno.UnsafePointer.offset(base, i * start.stride)!);
-  }
-  // Whether the target reads as zeros (zero ranges and zero blocks need not be written):
-  // known at once for a callback or inline sink; a writer thread says so once its sink is
-  // open. Until then zero decisions wait (reads go on).
-  let initiallyZero = start.initiallyZero ?? inline?.initiallyZero;
-  const targetIsZero = () => (initiallyZero ??= shared.sinkZero());
-  /** Read slots that came back all zeros before the target was known. */
-  const undecided: number[] = [];
-  const zeros = start.detectZeroes ? lib.calloc(1n, BigInt(requestSize)) : null;
-
   let total = 0;
   let toRead = 0;
   for (const r of ranges) {
@@ -148,192 +131,16 @@ function copy(): void {
   shared.setCounter(COUNTER.planRead, toRead);
   scope.postMessage({ type: "plan", total, read: toRead });
 
-  const requests = splitRequests(ranges, requestSize, ZERO_CHUNK);
-  let next: CopyRange | undefined = requests.next().value ?? undefined;
-  const ringConsumer = () => {
-    shared.ringConsumerBell();
-    consumer.ring();
-  };
-  // A slot written (inline sink): count it and make it free again.
-  const release = (slot: number) => {
-    const counter = shared.slotKind(slot) === SLOT_DATA ? COUNTER.written : COUNTER.zeroed;
-    shared.count(counter, shared.slotLength(slot));
-    shared.freePush(slot);
-  };
-  // A full slot goes to the inline sink, or to the consumer thread.
-  const deliver = (slot: number) => {
-    if (inline) {
-      const kind = shared.slotKind(slot);
-      const offset = shared.slotOffset(slot);
-      const done = inline.submit(slot, kind, offset, shared.slotLength(slot), slotPtr[slot]);
-      if (done) release(slot);
-    } else {
-      shared.fullPush(slot);
-      ringConsumer();
-    }
-  };
-  // A read slot that came back all zeros: dropped when the target reads as zeros, else
-  // written as zeros.
-  const zeroRead = (slot: number, zero: boolean) => {
-    if (zero) {
-      shared.count(COUNTER.skipped, shared.slotLength(slot));
-      shared.freePush(slot);
-    } else {
-      shared.setSlot(slot, SLOT_ZERO, shared.slotOffset(slot), shared.slotLength(slot));
-      deliver(slot);
-    }
-  };
-  const retired: number[] = [];
-  const handles = [...connections.map((c) => c.h), ...(inline?.handles ?? [])];
-
-  const readFailed = (offset: number, length: number, detail: string) =>
-    new Error(`reading ${length} bytes at offset ${offset} from ${uri} failed: ${detail}`);
-  const firstInflight = (c: Connection): number => {
-    let slot = -1;
-    for (const s of c.inflight.values()) {
-      if (slot < 0 || shared.slotOffset(s) < shared.slotOffset(slot)) slot = s;
-    }
-    return slot;
-  };
-  const connectionFailed = (c: Connection, err: unknown): Error => {
-    const slot = firstInflight(c);
-    if (slot < 0) return new Error(`reading from ${uri} failed: ${errText(err)}`);
-    return readFailed(shared.slotOffset(slot), shared.slotLength(slot), errText(err));
-  };
-
-  const bwlimit = start.bwlimit;
-  const t0 = performance.now();
-  let issued = 0;
-  let firstRead = false;
-
+  const loop = new ReadLoop(shared, setup);
   try {
-    for (;;) {
-      if (shared.aborted()) throw new CopyStopped();
-      let progressed = false;
-      let waitMs = -1;
-
-      if (undecided.length > 0 && targetIsZero() !== undefined) {
-        for (const slot of undecided) zeroRead(slot, initiallyZero!);
-        undecided.length = 0;
-        progressed = true;
-      }
-
-      // Issue reads (and queue zero ranges) while slots and depth allow.
-      while (next) {
-        if (!next.read) {
-          const zero = targetIsZero();
-          if (zero === undefined) break; // the writer has not opened its sink yet
-          if (zero) {
-            shared.count(COUNTER.skipped, next.length);
-          } else {
-            const slot = shared.freePop();
-            if (slot < 0) break;
-            shared.setSlot(slot, SLOT_ZERO, next.offset, next.length);
-            deliver(slot);
-          }
-          next = requests.next().value ?? undefined;
-          progressed = true;
-          continue;
-        }
-        if (bwlimit > 0) {
-          const allowed = (bwlimit * (performance.now() - t0)) / 1000 + requestSize;
-          if (issued + next.length > allowed) {
-            waitMs = Math.max(1, Math.ceil(((issued + next.length - allowed) / bwlimit) * 1000));
-            break;
-          }
-        }
-        let conn: Connection | undefined;
-        for (const c of connections) {
-          if (c.inflight.size < start.depth && (!conn || c.inflight.size < conn.inflight.size)) {
-            conn = c;
-          }
-        }
-        if (!conn) break;
-        const slot = shared.freePop();
-        if (slot < 0) break;
-        shared.setSlot(slot, SLOT_DATA, next.offset, next.length);
-        let cookie: bigint;
-        try {
-          cookie = conn.h.aioPread(slotPtr[slot], next.length, next.offset);
-        } catch (err) {
-          throw readFailed(next.offset, next.length, errText(err));
-        }
-        conn.inflight.set(cookie, slot);
-        issued += next.length;
-        next = requests.next().value ?? undefined;
-        progressed = true;
-      }
-
-      // Retire completed reads.
-      let inflight = 0;
-      for (const c of connections) {
-        if (c.inflight.size > 0) {
-          for (;;) {
-            let cookie: bigint;
-            try {
-              cookie = c.h.aioPeekCommandCompleted();
-            } catch (err) {
-              throw connectionFailed(c, err);
-            }
-            if (cookie === 0n) break;
-            const slot = c.inflight.get(cookie);
-            const offset = slot === undefined ? 0 : shared.slotOffset(slot);
-            const length = slot === undefined ? 0 : shared.slotLength(slot);
-            try {
-              c.h.aioCommandCompleted(cookie);
-            } catch (err) {
-              throw readFailed(offset, length, errText(err));
-            }
-            if (slot === undefined) continue;
-            c.inflight.delete(cookie);
-            shared.count(COUNTER.read, length);
-            if (!firstRead) {
-              firstRead = true;
-              trace("reader: first read done");
-            }
-            progressed = true;
-            if (zeros && lib.memcmp(slotPtr[slot], zeros, BigInt(length)) === 0) {
-              shared.count(COUNTER.zeroDetected, length);
-              const zero = targetIsZero();
-              if (zero === undefined) undecided.push(slot);
-              else zeroRead(slot, zero);
-            } else {
-              deliver(slot);
-            }
-          }
-        }
-        inflight += c.inflight.size;
-      }
-
-      // Retire completed writes of an inline sink.
-      if (inline && inline.inFlight() > 0) {
-        inline.retire(retired);
-        for (const slot of retired) release(slot);
-        if (retired.length > 0) progressed = true;
-        retired.length = 0;
-      }
-
-      if (!next && inflight === 0 && undecided.length === 0 && (inline?.inFlight() ?? 0) === 0) {
-        break;
-      }
-      if (progressed) continue;
-      try {
-        pollHandles(handles, bell, waitMs);
-      } catch (err) {
-        if (!(err instanceof HandlePollError)) throw err;
-        if (err.index < connections.length) {
-          throw connectionFailed(connections[err.index], err.cause);
-        }
-        throw inline!.pollFailed(err.cause);
-      }
-    }
+    loop.run();
     trace("reader: all read");
     inline?.finish();
     inline = undefined;
     shared.setReaderDone();
-    ringConsumer();
+    loop.ringConsumer();
   } finally {
-    if (zeros) lib.free(zeros);
+    loop.free();
   }
   for (const c of connections) {
     try {
@@ -343,4 +150,282 @@ function copy(): void {
   closeAll(false);
   scope.postMessage({ type: "done" });
   scope.close();
+}
+
+/**
+ * The copy loop: issue reads (and zero ranges) while slots and depth allow, retire completed
+ * reads (and an inline sink's writes), sleep in `poll` when nothing moved. Written as small
+ * methods called from a short loop on purpose: V8 compiles a hot loop's whole function at
+ * once (on-stack replacement), and one large `copy()` function took it ~30 ms of CPU to
+ * optimize, paid by every copy, however small (measured with `--v8-flags=--trace-opt`).
+ */
+class ReadLoop {
+  readonly #shared: CopyShared;
+  readonly #bell: Doorbell;
+  readonly #consumer: Doorbell;
+  readonly #lib = libc();
+  readonly #uri = sourceUri(start.source);
+  readonly #slotPtr: CPointer[] = [];
+  /** A block of zeros to compare reads with (null: no zero detection). */
+  readonly #zeros: CPointer | null;
+  readonly #handles: NbdHandle[];
+  readonly #retired: number[] = [];
+  /** Read slots that came back all zeros before the target was known. */
+  readonly #undecided: number[] = [];
+  /**
+   * Whether the target reads as zeros (zero ranges and zero blocks need not be written):
+   * known at once for a callback or inline sink; a writer thread says so once its sink is
+   * open. Until then zero decisions wait (reads go on).
+   */
+  #initiallyZero: boolean | undefined;
+  readonly #requests: Generator<CopyRange>;
+  #next: CopyRange | undefined;
+  readonly #bwlimit = start.bwlimit;
+  readonly #t0 = performance.now();
+  #issued = 0;
+  #firstRead = false;
+  /** How long `poll` may sleep (-1: until something happens); set by {@link issue}. */
+  #waitMs = -1;
+
+  constructor(shared: CopyShared, setup: Setup) {
+    this.#shared = shared;
+    this.#bell = new Doorbell(setup.readerBell);
+    this.#consumer = new Doorbell(setup.consumerBell);
+    const base = Deno.UnsafePointer.create(setup.buffer)!;
+    for (let i = 0; i < shared.slots; i++) {
+      this.#slotPtr.push(i === 0 ? base : Deno.UnsafePointer.offset(base, i * start.stride)!);
+    }
+    this.#zeros = start.detectZeroes ? this.#lib.calloc(1n, BigInt(requestSize)) : null;
+    this.#handles = [...connections.map((c) => c.h), ...(inline?.handles ?? [])];
+    this.#initiallyZero = start.initiallyZero ?? inline?.initiallyZero;
+    this.#requests = splitRequests(ranges, requestSize, ZERO_CHUNK);
+    this.#next = this.#requests.next().value ?? undefined;
+  }
+
+  /** Copies until every request is read and delivered; throws on failure or abort. */
+  run(): void {
+    for (;;) {
+      if (this.#shared.aborted()) throw new CopyStopped();
+      this.#waitMs = -1;
+      let progressed = this.#decideUndecided();
+      if (this.#issue()) progressed = true;
+      if (this.#retireReads()) progressed = true;
+      if (this.#retireWrites()) progressed = true;
+      if (this.#finished()) return;
+      if (!progressed) this.#poll();
+    }
+  }
+
+  /** Releases the zero block. */
+  free(): void {
+    if (this.#zeros) this.#lib.free(this.#zeros);
+  }
+
+  /** Wakes the consumer thread. */
+  ringConsumer(): void {
+    this.#shared.ringConsumerBell();
+    this.#consumer.ring();
+  }
+
+  #targetIsZero(): boolean | undefined {
+    return (this.#initiallyZero ??= this.#shared.sinkZero());
+  }
+
+  #decideUndecided(): boolean {
+    if (this.#undecided.length === 0 || this.#targetIsZero() === undefined) return false;
+    for (const slot of this.#undecided) this.#zeroRead(slot, this.#initiallyZero!);
+    this.#undecided.length = 0;
+    return true;
+  }
+
+  /** Issues reads (and queues zero ranges) while slots and depth allow. */
+  #issue(): boolean {
+    const shared = this.#shared;
+    let progressed = false;
+    for (let next = this.#next; next; next = this.#advance()) {
+      if (!next.read) {
+        const zero = this.#targetIsZero();
+        if (zero === undefined) break; // the writer has not opened its sink yet
+        if (zero) {
+          shared.count(COUNTER.skipped, next.length);
+        } else {
+          const slot = shared.freePop();
+          if (slot < 0) break;
+          shared.setSlot(slot, SLOT_ZERO, next.offset, next.length);
+          this.#deliver(slot);
+        }
+        progressed = true;
+        continue;
+      }
+      if (this.#bwlimit > 0 && this.#overLimit(next.length)) break;
+      const conn = this.#leastBusy();
+      if (!conn) break;
+      const slot = shared.freePop();
+      if (slot < 0) break;
+      shared.setSlot(slot, SLOT_DATA, next.offset, next.length);
+      let cookie: bigint;
+      try {
+        cookie = conn.h.aioPread(this.#slotPtr[slot], next.length, next.offset);
+      } catch (err) {
+        throw this.#readFailed(next.offset, next.length, errText(err));
+      }
+      conn.inflight.set(cookie, slot);
+      this.#issued += next.length;
+      progressed = true;
+    }
+    return progressed;
+  }
+
+  #advance(): CopyRange | undefined {
+    return (this.#next = this.#requests.next().value ?? undefined);
+  }
+
+  /** Whether reading `length` more bytes now would exceed the bandwidth limit. */
+  #overLimit(length: number): boolean {
+    const bwlimit = this.#bwlimit;
+    const allowed = (bwlimit * (performance.now() - this.#t0)) / 1000 + requestSize;
+    if (this.#issued + length <= allowed) return false;
+    this.#waitMs = Math.max(1, Math.ceil(((this.#issued + length - allowed) / bwlimit) * 1000));
+    return true;
+  }
+
+  /** The connection with the fewest reads in flight, if one has room. */
+  #leastBusy(): Connection | undefined {
+    let conn: Connection | undefined;
+    for (const c of connections) {
+      if (c.inflight.size < start.depth && (!conn || c.inflight.size < conn.inflight.size)) {
+        conn = c;
+      }
+    }
+    return conn;
+  }
+
+  /** Retires completed reads on every connection. */
+  #retireReads(): boolean {
+    let progressed = false;
+    for (const c of connections) {
+      while (c.inflight.size > 0 && this.#retireOne(c)) progressed = true;
+    }
+    return progressed;
+  }
+
+  /** Retires one completed read of `c`: false when none has completed. */
+  #retireOne(c: Connection): boolean {
+    const shared = this.#shared;
+    let cookie: bigint;
+    try {
+      cookie = c.h.aioPeekCommandCompleted();
+    } catch (err) {
+      throw this.#connectionFailed(c, err);
+    }
+    if (cookie === 0n) return false;
+    const slot = c.inflight.get(cookie);
+    const offset = slot === undefined ? 0 : shared.slotOffset(slot);
+    const length = slot === undefined ? 0 : shared.slotLength(slot);
+    try {
+      c.h.aioCommandCompleted(cookie);
+    } catch (err) {
+      throw this.#readFailed(offset, length, errText(err));
+    }
+    if (slot === undefined) return true;
+    c.inflight.delete(cookie);
+    shared.count(COUNTER.read, length);
+    if (!this.#firstRead) {
+      this.#firstRead = true;
+      trace("reader: first read done");
+    }
+    if (this.#zeros && this.#lib.memcmp(this.#slotPtr[slot], this.#zeros, BigInt(length)) === 0) {
+      shared.count(COUNTER.zeroDetected, length);
+      const zero = this.#targetIsZero();
+      if (zero === undefined) this.#undecided.push(slot);
+      else this.#zeroRead(slot, zero);
+    } else {
+      this.#deliver(slot);
+    }
+    return true;
+  }
+
+  /** Retires completed writes of an inline sink. */
+  #retireWrites(): boolean {
+    if (!inline || inline.inFlight() === 0) return false;
+    const retired = this.#retired;
+    inline.retire(retired);
+    for (const slot of retired) this.#release(slot);
+    const progressed = retired.length > 0;
+    retired.length = 0;
+    return progressed;
+  }
+
+  #finished(): boolean {
+    if (this.#next || this.#undecided.length > 0) return false;
+    for (const c of connections) if (c.inflight.size > 0) return false;
+    return (inline?.inFlight() ?? 0) === 0;
+  }
+
+  /** Sleeps until a socket or the doorbell has something, or `#waitMs` pass. */
+  #poll(): void {
+    try {
+      pollHandles(this.#handles, this.#bell, this.#waitMs);
+    } catch (err) {
+      if (!(err instanceof HandlePollError)) throw err;
+      if (err.index < connections.length) {
+        throw this.#connectionFailed(connections[err.index], err.cause);
+      }
+      throw inline!.pollFailed(err.cause);
+    }
+  }
+
+  /** A slot written by the inline sink: count it and make it free again. */
+  #release(slot: number): void {
+    const shared = this.#shared;
+    const counter = shared.slotKind(slot) === SLOT_DATA ? COUNTER.written : COUNTER.zeroed;
+    shared.count(counter, shared.slotLength(slot));
+    shared.freePush(slot);
+  }
+
+  /** A full slot goes to the inline sink, or to the consumer thread. */
+  #deliver(slot: number): void {
+    const shared = this.#shared;
+    if (inline) {
+      const kind = shared.slotKind(slot);
+      const offset = shared.slotOffset(slot);
+      const length = shared.slotLength(slot);
+      if (inline.submit(slot, kind, offset, length, this.#slotPtr[slot])) this.#release(slot);
+    } else {
+      shared.fullPush(slot);
+      this.ringConsumer();
+    }
+  }
+
+  /**
+   * A read slot that came back all zeros: dropped when the target reads as zeros, else
+   * written as zeros.
+   */
+  #zeroRead(slot: number, zero: boolean): void {
+    const shared = this.#shared;
+    if (zero) {
+      shared.count(COUNTER.skipped, shared.slotLength(slot));
+      shared.freePush(slot);
+    } else {
+      shared.setSlot(slot, SLOT_ZERO, shared.slotOffset(slot), shared.slotLength(slot));
+      this.#deliver(slot);
+    }
+  }
+
+  #readFailed(offset: number, length: number, detail: string): Error {
+    return new Error(
+      `reading ${length} bytes at offset ${offset} from ${this.#uri} failed: ${detail}`,
+    );
+  }
+
+  /** A connection failed: the error names the lowest offset it was reading. */
+  #connectionFailed(c: Connection, err: unknown): Error {
+    const shared = this.#shared;
+    let slot = -1;
+    for (const s of c.inflight.values()) {
+      if (slot < 0 || shared.slotOffset(s) < shared.slotOffset(slot)) slot = s;
+    }
+    if (slot < 0) return new Error(`reading from ${this.#uri} failed: ${errText(err)}`);
+    return this.#readFailed(shared.slotOffset(slot), shared.slotLength(slot), errText(err));
+  }
 }
