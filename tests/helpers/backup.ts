@@ -111,3 +111,20 @@ export async function imageBitmaps(image: string): Promise<Record<string, string
 export async function snapshotFile(from: string, to: string): Promise<void> {
   await sh("cp", ["--sparse=always", from, to]);
 }
+
+/** Inverts every bit of the byte at `offset` of a file (a stored backup damaged on purpose). */
+export async function flipByte(path: string, offset: number): Promise<void> {
+  const mode = (await Deno.stat(path)).mode ?? 0o600;
+  await Deno.chmod(path, mode | 0o200); // backups may be stored read-only
+  try {
+    using f = await Deno.open(path, { read: true, write: true });
+    const b = new Uint8Array(1);
+    await f.seek(offset, Deno.SeekMode.Start);
+    await f.read(b);
+    b[0] ^= 0xff;
+    await f.seek(offset, Deno.SeekMode.Start);
+    await f.write(b);
+  } finally {
+    await Deno.chmod(path, mode & 0o7777);
+  }
+}

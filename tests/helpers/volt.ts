@@ -50,6 +50,52 @@ export function voltCommand(): string[] {
   return [Deno.execPath(), "run", "-A", "--no-prompt", MAIN];
 }
 
+/** A volt started in the background ({@link spawnVolt}), its stderr collected as it comes. */
+export interface RunningVolt {
+  child: Deno.ChildProcess;
+  /** What it wrote to stderr so far. */
+  stderr(): string;
+  /** Resolves true once stderr matches `re`, false after `ms` milliseconds without a match. */
+  waitFor(re: RegExp, ms: number): Promise<boolean>;
+  /** Waits for it to exit. */
+  done(): Promise<VoltResult>;
+}
+
+/** Starts `volt args…` without waiting for it (to signal it, or kill what it reads, mid-way). */
+export function spawnVolt(args: string[], options: VoltRunOptions = {}): RunningVolt {
+  const [cmd, ...pre] = voltCommand();
+  const child = new Deno.Command(cmd, {
+    args: [...pre, ...args],
+    env: { NO_COLOR: "1", ...options.env },
+    cwd: options.cwd,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let stderr = "";
+  const decoder = new TextDecoder();
+  const stderrDone = (async () => {
+    for await (const chunk of child.stderr) stderr += decoder.decode(chunk, { stream: true });
+  })();
+  const stdout = new Response(child.stdout).text();
+  return {
+    child,
+    stderr: () => stderr,
+    async waitFor(re, ms) {
+      for (const end = Date.now() + ms; !re.test(stderr);) {
+        if (Date.now() > end) return false;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return true;
+    },
+    async done() {
+      const status = await child.status;
+      await stderrDone;
+      return { code: status.code, stdout: await stdout, stderr };
+    },
+  };
+}
+
 /** A temporary directory removed (recursively) when disposed. */
 export class TempDir implements AsyncDisposable {
   readonly path: string;

@@ -17,8 +17,15 @@
 
 import assert from "node:assert/strict";
 import { createImage, imagesEqual, qemuIo, startQemuNbd } from "../helpers/nbd_server.ts";
-import { type BackupEnv, restoreOk, snapshotFile } from "../helpers/backup.ts";
-import { sh, TempDir, volt, voltCommand, type VoltResult } from "../helpers/volt.ts";
+import { type BackupEnv, flipByte, restoreOk, snapshotFile } from "../helpers/backup.ts";
+import {
+  type RunningVolt,
+  sh,
+  spawnVolt,
+  TempDir,
+  volt,
+  type VoltResult,
+} from "../helpers/volt.ts";
 
 const MiB = 1024 * 1024;
 /** Read limit (KiB/s) that keeps an interrupted backup copying for seconds. */
@@ -53,48 +60,6 @@ interface Listed {
   subtype?: string;
   ctime: number;
 }
-
-/** A `volt` started in the background whose stderr is collected as it comes. */
-export interface RunningVolt {
-  child: Deno.ChildProcess;
-  /** Resolves once stderr matches `re`; false after `ms` without a match. */
-  waitFor(re: RegExp, ms: number): Promise<boolean>;
-  done(): Promise<VoltResult>;
-}
-
-/** Starts `volt ARGS…` without waiting for it. */
-export function spawnVolt(args: string[], env: Record<string, string>): RunningVolt {
-  const [cmd, ...pre] = voltCommand();
-  const child = new Deno.Command(cmd, {
-    args: [...pre, ...args],
-    env: { NO_COLOR: "1", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let stderr = "";
-  const decoder = new TextDecoder();
-  const stderrDone = (async () => {
-    for await (const chunk of child.stderr) stderr += decoder.decode(chunk, { stream: true });
-  })();
-  const stdout = new Response(child.stdout).text();
-  return {
-    child,
-    async waitFor(re, ms) {
-      for (const end = Date.now() + ms; !re.test(stderr); await delay(50)) {
-        if (Date.now() > end) return false;
-      }
-      return true;
-    },
-    async done() {
-      const status = await child.status;
-      await stderrDone;
-      return { code: status.code, stdout: await stdout, stderr };
-    },
-  };
-}
-
-const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Asserts a failed command said one line (`volt: …`) and no stack trace. */
 function assertOneLineError(r: VoltResult, re: RegExp): void {
@@ -167,10 +132,9 @@ export class Bench implements AsyncDisposable {
 
   /** Starts `volt backup VMID ARGS…` in the background. */
   spawnBackup(vmid: number, args: string[]): RunningVolt {
-    return spawnVolt(
-      ["backup", String(vmid), ...this.backupArgs(args), ...this.#plugin],
-      this.e.env,
-    );
+    return spawnVolt(["backup", String(vmid), ...this.backupArgs(args), ...this.#plugin], {
+      env: this.e.env,
+    });
   }
 
   backupArgs(args: string[]): string[] {
@@ -268,8 +232,11 @@ async function assertRestoresTo(path: string, image: string, format = "qcow2"): 
  */
 async function whileCopying(run: RunningVolt, act: () => void): Promise<VoltResult> {
   if (!(await run.waitFor(/ started$/m, 20_000))) {
-    run.child.kill("SIGKILL");
-    assert.fail(`the backup did not start: ${(await run.done()).stderr}`);
+    try {
+      run.child.kill("SIGKILL");
+    } catch { /* it had exited */ }
+    const r = await run.done();
+    assert.fail(`the backup did not start (exit ${r.code}): ${r.stderr}`);
   }
   await run.waitFor(/^\S+: .* of .*\(\d+%\)/m, 2_000);
   act();
@@ -474,7 +441,7 @@ export const SCENARIOS: Scenario[] = [
         b.notes.push(`'volt path ${volid}' is no local file or directory: not damaged on purpose`);
         return;
       }
-      await flipByte(victim);
+      await flipByte(victim, Math.floor((await Deno.stat(victim)).size / 2));
       const bad = await b.volt(["verify", volid]);
       assertOneLineError(bad, /failed verification/);
     },
@@ -515,21 +482,6 @@ async function largestFile(path: string): Promise<string | undefined> {
     }
   }
   return best?.path;
-}
-
-/** Inverts the byte in the middle of a file (made writable for it). */
-async function flipByte(path: string): Promise<void> {
-  const st = await Deno.stat(path);
-  await Deno.chmod(path, (st.mode ?? 0o600) | 0o200);
-  using f = await Deno.open(path, { read: true, write: true });
-  const at = Math.floor(st.size / 2);
-  const one = new Uint8Array(1);
-  await f.seek(at, Deno.SeekMode.Start);
-  await f.read(one);
-  one[0] ^= 0xff;
-  await f.seek(at, Deno.SeekMode.Start);
-  await f.write(one);
-  await Deno.chmod(path, st.mode ?? 0o400);
 }
 
 /** Runs one scenario in a fresh environment; resolves to its notes. */
