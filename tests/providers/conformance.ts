@@ -10,7 +10,8 @@
  * (32–64 MiB) qcow2 and raw images written with `qemu-io`, backed up offline or through a
  * `qemu-nbd` export; every restore is checked with `qemu-img compare`.
  *
- * What a provider must do to pass is written in docs/backup-providers.md ("Conformance").
+ * What a provider must do to pass, scenario by scenario, and how to run the suite on one:
+ * docs/backup-providers.md, "Checking a provider: the conformance suite".
  *
  * @module
  */
@@ -137,6 +138,7 @@ export class Bench implements AsyncDisposable {
     });
   }
 
+  /** `--storage <the storage under test>` and `args`. */
   backupArgs(args: string[]): string[] {
     return ["--storage", this.storeid, ...args];
   }
