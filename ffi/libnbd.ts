@@ -179,6 +179,37 @@ export function libnbd(): Libnbd {
   return loaded;
 }
 
+/** `RTLD_NOW` for `dlopen(3)`. */
+const RTLD_NOW = 2;
+let preloading: Promise<unknown> | undefined;
+
+/**
+ * Starts mapping libnbd and the libraries it needs (gnutls, libxml2, …: about 4 ms here) into
+ * the process on a background thread (`dlopen(3)` as a `nonblocking` call), so that a
+ * {@link libnbd} call soon after, typically in a Worker that is still booting, only binds
+ * symbols. Binds nothing itself, never throws: a missing library is reported by
+ * {@link libnbd}. The library stays mapped for the life of the process.
+ *
+ * @example
+ * ```ts ignore
+ * import { preloadLibnbd } from "./libnbd.ts";
+ * preloadLibnbd(); // then start the Worker that calls libnbd()
+ * ```
+ */
+export function preloadLibnbd(): void {
+  if (loaded || preloading) return;
+  try {
+    const { symbols } = Deno.dlopen("libc.so.6", {
+      // void *dlopen(const char *filename, int flags);
+      dlopen: { parameters: ["buffer", "i32"], result: "pointer", nonblocking: true },
+    });
+    const path = Deno.env.get("VOLT_LIBNBD") || LIBNBD_NAME;
+    preloading = symbols.dlopen(cstr(path), RTLD_NOW).catch(() => {});
+  } catch {
+    preloading = Promise.resolve(); // no libc to ask: libnbd() loads it as usual
+  }
+}
+
 /**
  * A libnbd call failed: `op` is the C function, `message` libnbd's text
  * (`nbd_get_error`), `errno` its error number (`nbd_get_errno`, 0 when unknown).

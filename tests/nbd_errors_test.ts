@@ -136,12 +136,16 @@ Deno.test("an aborted signal rejects copyNbd and keeps an existing file", async 
 });
 
 Deno.test("VOLT_LIBNBD=/nonexistent: one clear line", async () => {
-  const r = await volt(["nbd", "map", "nbd+unix:///?socket=/nonexistent.sock"], {
-    env: { VOLT_LIBNBD: "/nonexistent" },
-  });
-  assert.equal(r.code, 1);
-  assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
-  assert.match(r.stderr, /^volt: libnbd\.so\.0 not found at '\/nonexistent'.*install libnbd0/);
+  await using dir = new TempDir();
+  const uri = "nbd+unix:///?socket=/nonexistent.sock";
+  // copy: the main thread only preloads the library (failing quietly); the reader reports.
+  for (const args of [["nbd", "map", uri], ["nbd", "copy", uri, dir.join("o.raw")]]) {
+    const r = await volt(args, { env: { VOLT_LIBNBD: "/nonexistent" } });
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assert.match(r.stderr, /^volt: libnbd\.so\.0 not found at '\/nonexistent'.*install libnbd0/);
+  }
+  await assert.rejects(Deno.stat(dir.join("o.raw")), Deno.errors.NotFound);
 });
 
 Deno.test("no server, a missing bitmap, a read-only or small target: one line each", async () => {

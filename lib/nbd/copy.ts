@@ -12,6 +12,7 @@
  */
 
 import { libc } from "../../ffi/libc.ts";
+import { preloadLibnbd } from "../../ffi/libnbd.ts";
 import { VoltError } from "../errors.ts";
 import {
   ABORT_CANCELLED,
@@ -265,11 +266,12 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
   options.signal?.addEventListener("abort", onAbort);
 
   try {
-    // The workers first and told at once, before anything else here: creating a Worker
-    // blocks this thread for the new isolate's boot, and the workers' start-up (libnbd,
-    // connect, map; opening the sink) is what the copy waits for. The reader before the
-    // writer: the writer needs the export size, which the reader learns by connecting.
-    // No libnbd on this thread (the reader reports a missing library).
+    // The reader first and told at once, before anything else here: creating a Worker
+    // blocks this thread for the new isolate's boot (~10 ms), and the reader's start-up
+    // (libnbd, connect, map) is what the copy waits for. libnbd's code is mapped meanwhile
+    // on a background thread (the reader then only binds its symbols); nothing is bound on
+    // this thread, and the reader reports a missing library.
+    preloadLibnbd();
     trace("main: starting the reader");
     const reader = new WorkerLink(
       new URL("./copy_reader.ts", import.meta.url).href,
@@ -294,6 +296,20 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
         sink: inlineSink,
       } satisfies ReaderStart,
     );
+    // The data buffer, sized for the largest request asked for (the server may allow less:
+    // requests are then smaller, slots stay where they are), and the doorbells, published
+    // in shared memory where the reader picks them up once it has mapped the export; then
+    // the writer, which needs the export size (the reader's connection) before it can open
+    // its sink anyway.
+    const lib = libc();
+    buffer = lib.aligned_alloc(4096n, BigInt(slots * requestSize));
+    if (buffer === null) throw new VoltError("out of memory for the copy buffer");
+    const readerBell = createEventFd();
+    bells.push(readerBell);
+    const consumerBell = writerThread ? createEventFd() : -1;
+    if (consumerBell >= 0) bells.push(consumerBell);
+    shared.publishSetup(BigInt(Deno.UnsafePointer.value(buffer)), readerBell, consumerBell);
+    trace("main: set up");
     const writer = !writerThread ? undefined : new WorkerLink(
       new URL("./copy_writer.ts", import.meta.url).href,
       "volt-nbd-writer",
@@ -310,18 +326,6 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
         } satisfies WriterStart,
       );
     }
-    // The data buffer, sized for the largest request asked for (the server may allow less:
-    // requests are then smaller, slots stay where they are), and the doorbells; the workers
-    // pick them up from shared memory when they need them.
-    const lib = libc();
-    buffer = lib.aligned_alloc(4096n, BigInt(slots * requestSize));
-    if (buffer === null) throw new VoltError("out of memory for the copy buffer");
-    const readerBell = createEventFd();
-    bells.push(readerBell);
-    const consumerBell = writerThread ? createEventFd() : -1;
-    if (consumerBell >= 0) bells.push(consumerBell);
-    shared.publishSetup(BigInt(Deno.UnsafePointer.value(buffer)), readerBell, consumerBell);
-    trace("main: set up");
     if (options.onProgress) {
       const report = options.onProgress;
       timer = setInterval(() => report(progress()), options.progressInterval ?? 500);
