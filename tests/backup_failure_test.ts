@@ -24,44 +24,16 @@ import {
   restoreOk,
   snapshotFile,
 } from "./helpers/backup.ts";
-import { sh, TempDir, volt, voltCommand } from "./helpers/volt.ts";
+import { sh, spawnVolt, TempDir, volt } from "./helpers/volt.ts";
 
 const MiB = 1024 * 1024;
 const FIXTURE = new URL("./fixtures/throwing_backup.ts", import.meta.url).pathname;
 
-/** A running `volt backup` whose stderr is collected as it comes. */
-function spawnBackup(env: Record<string, string>, args: string[]) {
-  const [cmd, ...pre] = voltCommand();
-  const child = new Deno.Command(cmd, {
-    args: [...pre, "backup", ...args],
-    env: { NO_COLOR: "1", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let stderr = "";
-  const decoder = new TextDecoder();
-  const stderrDone = (async () => {
-    for await (const chunk of child.stderr) stderr += decoder.decode(chunk, { stream: true });
-  })();
-  const stdout = new Response(child.stdout).text();
-  return {
-    child,
-    stderr: () => stderr,
-    /** Resolves once stderr matches `re` (rejects after `ms`). */
-    async waitFor(re: RegExp, ms = 20_000) {
-      const end = Date.now() + ms;
-      while (!re.test(stderr)) {
-        if (Date.now() > end) throw new Error(`timed out waiting for ${re}; stderr: ${stderr}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    },
-    async done() {
-      const status = await child.status;
-      await stderrDone;
-      return { code: status.code, stdout: await stdout, stderr };
-    },
-  };
+/** Starts `volt backup args…` and waits until it is copying. */
+async function backupCopying(env: Record<string, string>, args: string[]) {
+  const run = spawnVolt(["backup", ...args], { env });
+  assert.ok(await run.waitFor(/scsi0: .* of /, 20_000), `not copying; stderr: ${run.stderr()}`);
+  return run;
 }
 
 /** The dirty map of a bitmap, read through a read-only qemu-nbd. */
@@ -105,8 +77,7 @@ Deno.test("the NBD server killed mid-backup: cleanup ran, nothing listed, bitmap
 
   {
     await using server = await startStorageDaemon(img, { bitmaps: ["b0"] });
-    const run = spawnBackup(e.env, [...args(server.uri), "--bwlimit", "4096"]);
-    await run.waitFor(/scsi0: .* of /); // copying
+    const run = await backupCopying(e.env, [...args(server.uri), "--bwlimit", "4096"]);
     await new Promise((r) => setTimeout(r, 500));
     server.kill("SIGKILL");
     const r = await run.done();
@@ -147,8 +118,7 @@ Deno.test("volt interrupted mid-backup of an offline qcow2: its bitmap is untouc
   assert.deepEqual(Object.keys(bitmapsBefore), ["volt-backup"]);
   const mapBefore = await dirtyMap(img, "volt-backup");
 
-  const run = spawnBackup(e.env, ["100", ...args, "--bwlimit", "4096"]);
-  await run.waitFor(/scsi0: .* of /);
+  const run = await backupCopying(e.env, ["100", ...args, "--bwlimit", "4096"]);
   run.child.kill("SIGTERM");
   const r = await run.done();
   assert.equal(r.code, 1, r.stderr);

@@ -2,22 +2,12 @@
 
 import assert from "node:assert/strict";
 import { createImage, qemuIo } from "./helpers/nbd_server.ts";
-import { backupEnv, backupOk } from "./helpers/backup.ts";
+import { backupEnv, backupOk, flipByte } from "./helpers/backup.ts";
 import { sh, TempDir, volt } from "./helpers/volt.ts";
 
 const MiB = 1024 * 1024;
 
 /** Flips every bit of one byte of a file. */
-async function flipByte(path: string, offset: number): Promise<void> {
-  using f = await Deno.open(path, { read: true, write: true });
-  const b = new Uint8Array(1);
-  await f.seek(offset, Deno.SeekMode.Start);
-  await f.read(b);
-  b[0] ^= 0xff;
-  await f.seek(offset, Deno.SeekMode.Start);
-  await f.write(b);
-}
-
 async function setup(tmp: TempDir) {
   const e = backupEnv(tmp);
   const img = tmp.join("disk.qcow2");
