@@ -68,6 +68,43 @@ Deno.test("the server killed mid-copy: an error naming the offset, non-zero exit
   }
 });
 
+Deno.test("the server killed early, while a 4 TiB map is read: the error names the offset", async () => {
+  await using dir = new TempDir();
+  // Thousands of block-status requests: the map takes a while. Data to read at both ends.
+  const disk = await buildImage(dir.join("big.qcow2"), 4 * 2 ** 40, [], [
+    "write -P 1 0 2M",
+    `write -P 2 ${4 * 2 ** 40 - 2 * MiB} 2M`,
+  ]);
+  const server = await startQemuNbd(disk, { readOnly: true, bitmap: "b0" });
+  const out = dir.join("out.raw");
+  try {
+    const [cmd, ...rest] = voltCommand();
+    const child = new Deno.Command(cmd, {
+      args: [...rest, "nbd", "copy", server.uri, out, "--bitmap", "b0", "--bwlimit", "1024"],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    // The writer creates the file once the reader has connected; the map is read then.
+    for (let i = 0; i < 2000; i++) {
+      if (await Deno.stat(out).then(() => true, () => false)) break;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    server.kill("SIGKILL");
+    const r = await child.output();
+    const stderr = new TextDecoder().decode(r.stderr);
+    assert.equal(r.code, 1, stderr);
+    const errors = stderr.trim().split("\n");
+    assert.equal(errors.length, 1, stderr);
+    // Either the map (block status) or a read was under way: both name where.
+    assert.match(errors[0], /^volt: reading .*nbd\+unix:.* failed: |^volt: reading the map/);
+    assert.match(errors[0], /at offset \d+/);
+    await assert.rejects(Deno.stat(out), Deno.errors.NotFound, "the half-written file is removed");
+  } finally {
+    await server.stop();
+  }
+});
+
 Deno.test("the target server killed mid-copy: the error names the offset and the target", async () => {
   await using dir = new TempDir();
   const disk = await slowDisk(dir);

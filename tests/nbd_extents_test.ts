@@ -136,6 +136,31 @@ Deno.test("planRanges: an incremental copy zeroes dirty zero ranges and skips cl
   ]);
 });
 
+Deno.test("a server gone while the map is read: the error names the offset", async () => {
+  await using dir = new TempDir();
+  const path = await image(dir, 4 * GiB, ["write -P 1 0 1M"], []);
+  const server = await startQemuNbd(path, { readOnly: true });
+  try {
+    using h = connectNbd({ uri: server.uri }, { metaContexts: ["base:allocation"] });
+    const extents = readExtents(h, { maxRequest: GiB });
+    assert.deepEqual(extents.next().value, {
+      offset: 0,
+      length: MiB,
+      allocated: true,
+      zero: false,
+      dirty: false,
+    });
+    server.kill("SIGKILL");
+    await server.stop();
+    assert.throws(() => [...extents], (err: Error) => {
+      assert.match(err.message, /^block status at offset 1073741824: nbd_block_status: /);
+      return true;
+    });
+  } finally {
+    await server.stop();
+  }
+});
+
 Deno.test("splitRequests cuts long ranges at request-size multiples, not short ones", () => {
   const parts = [
     ...splitRequests([{ offset: 3 * MiB - 512, length: 2 * MiB, read: true }], MiB, GiB),

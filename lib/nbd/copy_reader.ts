@@ -110,10 +110,14 @@ function connect(): void {
     connections: connections.length,
   });
   // The plan (merged extents → ranges to read or zero), while a writer thread opens its
-  // sink. Kept as ranges, split into requests lazily.
-  ranges = [
-    ...planRanges(readExtents(connections[0].h, { bitmap: start.bitmap }), start.selection),
-  ];
+  // sink. Kept as ranges, split into requests lazily. A failure names the offset.
+  try {
+    ranges = [
+      ...planRanges(readExtents(connections[0].h, { bitmap: start.bitmap }), start.selection),
+    ];
+  } catch (err) {
+    throw new Error(`reading the map of ${sourceUri(start.source)} failed: ${errText(err)}`);
+  }
   trace(`reader: mapped, ${ranges.length} ranges`);
 }
 
@@ -163,11 +167,10 @@ class ReadLoop {
   readonly #shared: CopyShared;
   readonly #bell: Doorbell;
   readonly #consumer: Doorbell;
-  readonly #lib = libc();
   readonly #uri = sourceUri(start.source);
   readonly #slotPtr: CPointer[] = [];
-  /** A block of zeros to compare reads with (null: no zero detection). */
-  readonly #zeros: CPointer | null;
+  /** A block of zeros to compare reads with (null: no zero detection, or not yet). */
+  #zeros: CPointer | null = null;
   readonly #handles: NbdHandle[];
   readonly #retired: number[] = [];
   /** Read slots that came back all zeros before the target was known. */
@@ -195,7 +198,6 @@ class ReadLoop {
     for (let i = 0; i < shared.slots; i++) {
       this.#slotPtr.push(i === 0 ? base : Deno.UnsafePointer.offset(base, i * start.stride)!);
     }
-    this.#zeros = start.detectZeroes ? this.#lib.calloc(1n, BigInt(requestSize)) : null;
     this.#handles = [...connections.map((c) => c.h), ...(inline?.handles ?? [])];
     this.#initiallyZero = start.initiallyZero ?? inline?.initiallyZero;
     this.#requests = splitRequests(ranges, requestSize, ZERO_CHUNK);
@@ -204,6 +206,10 @@ class ReadLoop {
 
   /** Copies until every request is read and delivered; throws on failure or abort. */
   run(): void {
+    // The first reads go out before libc is bound (~2 ms here) and the zero block made:
+    // that happens while the server works on them.
+    this.#issue();
+    if (start.detectZeroes) this.#zeros = libc().calloc(1n, BigInt(requestSize));
     for (;;) {
       if (this.#shared.aborted()) throw new CopyStopped();
       this.#waitMs = -1;
@@ -218,7 +224,8 @@ class ReadLoop {
 
   /** Releases the zero block. */
   free(): void {
-    if (this.#zeros) this.#lib.free(this.#zeros);
+    if (this.#zeros) libc().free(this.#zeros);
+    this.#zeros = null;
   }
 
   /** Wakes the consumer thread. */
@@ -334,7 +341,8 @@ class ReadLoop {
       this.#firstRead = true;
       trace("reader: first read done");
     }
-    if (this.#zeros && this.#lib.memcmp(this.#slotPtr[slot], this.#zeros, BigInt(length)) === 0) {
+    const zeros = this.#zeros;
+    if (zeros && libc().memcmp(this.#slotPtr[slot], zeros, BigInt(length)) === 0) {
       shared.count(COUNTER.zeroDetected, length);
       const zero = this.#targetIsZero();
       if (zero === undefined) this.#undecided.push(slot);

@@ -12,7 +12,7 @@
  */
 
 import type { NbdHandle } from "../../ffi/nbd_handle.ts";
-import { LIBNBD_STATE } from "../../ffi/libnbd.ts";
+import { LIBNBD_STATE, NbdError } from "../../ffi/libnbd.ts";
 import { VoltError } from "../errors.ts";
 
 /** The allocation meta context. */
@@ -158,11 +158,16 @@ export function* readExtents(h: NbdHandle, options: ReadExtentsOptions = {}): Ge
     } else {
       let alloc: Uint32Array | null = useAlloc ? new Uint32Array(0) : null;
       let dirty: Uint32Array | null = dirtyCtx ? new Uint32Array(0) : null;
-      h.blockStatus(count, pos, (ctx, off, entries) => {
-        if (off !== pos) return; // an answer for another request: not ours
-        if (ctx === BASE_ALLOCATION && useAlloc) alloc = entries;
-        else if (ctx === dirtyCtx) dirty = entries;
-      });
+      try {
+        h.blockStatus(count, pos, (ctx, off, entries) => {
+          if (off !== pos) return; // an answer for another request: not ours
+          if (ctx === BASE_ALLOCATION && useAlloc) alloc = entries;
+          else if (ctx === dirtyCtx) dirty = entries;
+        });
+      } catch (err) {
+        if (!(err instanceof NbdError)) throw err;
+        throw new VoltError(`block status at offset ${pos}: ${err.message}`, { cause: err });
+      }
       ({ extents, end } = mergeBlockStatus(pos, pos + count, alloc, dirty));
       if (end <= pos) {
         throw new VoltError(
