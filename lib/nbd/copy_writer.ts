@@ -66,55 +66,99 @@ function guarded(fn: () => void): void {
 }
 
 function drain(shared: CopyShared, setup: Setup): void {
-  const w = writer!;
-  const bell = new Doorbell(setup.consumerBell);
-  const reader = new Doorbell(setup.readerBell);
-  const base = Deno.UnsafePointer.create(setup.buffer)!;
-  const slotPtr: CPointer[] = [];
-  for (let i = 0; i < shared.slots; i++) {
-    slotPtr.push(i === 0 ? base : Deno.UnsafePointer.offset(base, i * start.stride)!);
-  }
-  const retired: number[] = [];
-  const release = (slot: number) => {
-    const length = shared.slotLength(slot);
-    shared.count(shared.slotKind(slot) === SLOT_DATA ? COUNTER.written : COUNTER.zeroed, length);
-    shared.freePush(slot);
-    reader.ring();
-  };
-
-  for (;;) {
-    if (shared.aborted()) throw new CopyStopped();
-    let progressed = false;
-    for (let slot = shared.fullPop(); slot >= 0; slot = shared.fullPop()) {
-      progressed = true;
-      const done = w.submit(
-        slot,
-        shared.slotKind(slot),
-        shared.slotOffset(slot),
-        shared.slotLength(slot),
-        slotPtr[slot],
-      );
-      if (done) release(slot);
-    }
-    if (w.inFlight() > 0) {
-      w.retire(retired);
-      for (const slot of retired) release(slot);
-      if (retired.length > 0) progressed = true;
-      retired.length = 0;
-    }
-    if (shared.readerDone() && shared.fullEmpty() && w.inFlight() === 0) break;
-    if (progressed) continue;
-    try {
-      pollHandles(w.handles, bell, -1);
-    } catch (err) {
-      if (err instanceof HandlePollError) throw w.pollFailed(err.cause);
-      throw err;
-    }
-  }
+  new WriteLoop(writer!, shared, setup).run();
   trace("writer: all written");
-  w.finish();
+  writer!.finish();
   trace("writer: finished");
   writer = undefined;
   scope.postMessage({ type: "done" });
   scope.close();
+}
+
+/**
+ * The write loop: write every full slot, hand it back to the reader, sleep in `poll` when
+ * nothing moved. Small methods called from a short loop, as in the reader: V8 took ~27 ms
+ * of CPU to optimize the loop when it was one function with the sink's writes inlined.
+ */
+class WriteLoop {
+  readonly #w: SlotWriter;
+  readonly #shared: CopyShared;
+  readonly #bell: Doorbell;
+  readonly #reader: Doorbell;
+  readonly #slotPtr: CPointer[] = [];
+  readonly #retired: number[] = [];
+
+  constructor(w: SlotWriter, shared: CopyShared, setup: Setup) {
+    this.#w = w;
+    this.#shared = shared;
+    this.#bell = new Doorbell(setup.consumerBell);
+    this.#reader = new Doorbell(setup.readerBell);
+    const base = Deno.UnsafePointer.create(setup.buffer)!;
+    for (let i = 0; i < shared.slots; i++) {
+      this.#slotPtr.push(i === 0 ? base : Deno.UnsafePointer.offset(base, i * start.stride)!);
+    }
+  }
+
+  /** Writes until the reader is done and every slot is written; throws on failure or abort. */
+  run(): void {
+    for (;;) {
+      if (this.#shared.aborted()) throw new CopyStopped();
+      let progressed = this.#submitAll();
+      if (this.#retire()) progressed = true;
+      if (this.#finished()) return;
+      if (!progressed) this.#poll();
+    }
+  }
+
+  /** Starts writing every full slot. */
+  #submitAll(): boolean {
+    let progressed = false;
+    for (let slot = this.#shared.fullPop(); slot >= 0; slot = this.#shared.fullPop()) {
+      this.#submit(slot);
+      progressed = true;
+    }
+    return progressed;
+  }
+
+  #submit(slot: number): void {
+    const shared = this.#shared;
+    const kind = shared.slotKind(slot);
+    const offset = shared.slotOffset(slot);
+    const length = shared.slotLength(slot);
+    if (this.#w.submit(slot, kind, offset, length, this.#slotPtr[slot])) this.#release(slot);
+  }
+
+  /** Retires completed asynchronous writes (an NBD target). */
+  #retire(): boolean {
+    if (this.#w.inFlight() === 0) return false;
+    const retired = this.#retired;
+    this.#w.retire(retired);
+    for (const slot of retired) this.#release(slot);
+    const progressed = retired.length > 0;
+    retired.length = 0;
+    return progressed;
+  }
+
+  /** A slot written: count it, give it back to the reader. */
+  #release(slot: number): void {
+    const shared = this.#shared;
+    const length = shared.slotLength(slot);
+    shared.count(shared.slotKind(slot) === SLOT_DATA ? COUNTER.written : COUNTER.zeroed, length);
+    shared.freePush(slot);
+    this.#reader.ring();
+  }
+
+  #finished(): boolean {
+    const shared = this.#shared;
+    return shared.readerDone() && shared.fullEmpty() && this.#w.inFlight() === 0;
+  }
+
+  #poll(): void {
+    try {
+      pollHandles(this.#w.handles, this.#bell, -1);
+    } catch (err) {
+      if (err instanceof HandlePollError) throw this.#w.pollFailed(err.cause);
+      throw err;
+    }
+  }
 }
