@@ -7,7 +7,9 @@
  * The main job: a sample qcow2 disk with data in the default storage `local`, a full backup
  * into the default backup storage `backup`, ~5% of the data changed with `qemu-io`, an
  * incremental backup, both backups restored to new volumes and checked against the disk as it
- * was with `qemu-img compare`, and a table of what each backup did.
+ * was with `qemu-img compare`; then retention: `volt prune --keep-last 1` removes the full
+ * backup the incremental depends on (merging it into the incremental), and the survivor is
+ * restored and compared again; last, a table of what each backup did.
  *
  * @module
  */
@@ -117,6 +119,24 @@ try {
     const path = (await step("", ["path", restored], true, true)).trim();
     await tool("qemu-img", ["compare", "-f", "raw", "-F", "qcow2", path, asWas[i]]);
   }
+
+  await step("notes on the incremental", ["notes", results[1].volid, "--set", "demo: after"]);
+  await step("retention: keep the newest backup only (the full is merged into it)", [
+    "prune",
+    "backup",
+    "--keep-last",
+    "1",
+  ]);
+  await step("the incremental now stands alone (chain length 1)", ["list", "backup"]);
+  const again = await step("restore it once more as guest 203", [
+    "restore",
+    results[1].volid,
+    "203",
+    "--storage",
+    "local",
+  ]);
+  const againPath = (await step("", ["path", again.trim().split("=")[1]], true, true)).trim();
+  await tool("qemu-img", ["compare", "-f", "raw", "-F", "qcow2", againPath, asWas[1]]);
 
   console.log("\nwhat each backup did:");
   const rows = [["backup", "kind", "read", "written", "stored", "time", "rate"]];
