@@ -15,9 +15,11 @@
  *   `nbdcopy --flush` (volt flushes the target at the end; nbdcopy only with --flush), and
  *   `nbdcopy --flush --target-is-zero` (volt finds out that a new target reads as zeros).
  * - incremental (dirty ranges of b0, applied on top of the full copy, `--sync`) vs the full
- *   copy, with the bytes read.
+ *   copy, with the bytes read; and the same command on a second export whose bitmap marks
+ *   1 MiB: the fixed cost of any copy (process start, Workers, libnbd, connect, map).
  * - volt with `--depth 1` (one request at a time).
  * - peak RSS and CPU seconds per GiB of data (from `/usr/bin/time`).
+ * - after the rounds, one incremental with `VOLT_NBD_TRACE=1`: where its time goes.
  *
  * Run alone: `deno run -A scripts/bench/nbd.ts [--rounds N] [--quick] [--keep]`.
  *
@@ -31,6 +33,7 @@ const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const MiB = 2 ** 20;
 const QEMU_IMG = "qemu-img convert -W + sync";
 const NBDCOPY_TIZ = "nbdcopy --flush --target-is-zero";
+const FIXED = "same, 1 MiB dirty (fixed cost)";
 const GiB = 2 ** 30;
 
 /** One timed run of a command. */
@@ -95,6 +98,14 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
     const srcSock = `${dir}/src.sock`;
     stops.push(await qemuNbd(["-r", "-B", "b0", "-f", "qcow2", src], srcSock));
     const srcUri = `nbd+unix:///?socket=${srcSock}`;
+    // The fixed cost: the same disk size, one dirty MiB.
+    const tiny = `${dir}/tiny.qcow2`;
+    await exec("qemu-img", ["create", "-q", "-f", "qcow2", tiny, String(size)]);
+    await exec("qemu-img", ["bitmap", "--add", tiny, "b0"]);
+    await qemuIo(tiny, [`write -P 7 ${size / 2} 1M`]);
+    const tinySock = `${dir}/tiny.sock`;
+    stops.push(await qemuNbd(["-r", "-B", "b0", "-f", "qcow2", tiny], tinySock));
+    const tinyUri = `nbd+unix:///?socket=${tinySock}`;
     const map = JSON.parse(
       await exec(Deno.execPath(), [
         "run",
@@ -233,6 +244,10 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
               return Promise.resolve();
             },
           },
+          {
+            name: FIXED,
+            argv: () => volt("nbd", "copy", tinyUri, `${dir}/tiny.raw`, "--bitmap", "b0", "--sync"),
+          },
         ],
       },
     ];
@@ -301,6 +316,7 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
       ["into qcow2: volt / nbdcopy --flush", ratio("volt", "nbdcopy --flush"), "<= 1.0"],
       ["into qcow2: volt / nbdcopy --flush --target-is-zero", ratio("volt", NBDCOPY_TIZ), ""],
       ["incremental / full", ratio("volt --bitmap b0 --sync", "volt --sync"), "<= 0.25"],
+      ["fixed cost (1 MiB dirty) / full", ratio(FIXED, "volt --sync"), ""],
       [
         "incremental / full, engine time (no process start-up)",
         (median(engine.incremental.slice(1)) / median(engine.full.slice(1))).toFixed(2),
@@ -318,6 +334,16 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
     console.log("\nratios (time of volt / time of the other) [target]:");
     for (const [label, value, target] of lines) {
       console.log(`  ${label.padEnd(52)} ${value.padStart(6)}  ${target ? `[${target}]` : ""}`);
+    }
+    console.log("\none incremental traced (VOLT_NBD_TRACE=1; ms since the runtime started):");
+    const traced = await new Deno.Command(volt()[0], {
+      args: [...volt().slice(1), "nbd", "copy", srcUri, base, "--bitmap", "b0", "--sync"],
+      env: { VOLT_NBD_TRACE: "1" },
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    for (const line of new TextDecoder().decode(traced.stderr).split("\n")) {
+      if (line.startsWith("nbd-trace ")) console.log(`  ${line.slice("nbd-trace ".length)}`);
     }
   } finally {
     for (const stop of stops) await stop().catch(() => {});
