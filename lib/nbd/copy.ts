@@ -227,7 +227,10 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
   const writerThread = builtinSink !== undefined &&
     (options.writerThread ?? builtinSink.type === "raw");
   const inlineSink = builtinSink && !writerThread ? builtinSink : undefined;
-  const slots = depth * connections + Math.max(2, depth);
+  // Slots: the reads in flight, plus a queue for the sink. 8 queued slots (8 MiB) let the
+  // reader run on while the writer Worker is still booting (it is ready ~5 ms after the
+  // first data) and while the sink waits for writeback.
+  const slots = depth * connections + Math.max(8, depth);
   const shared = CopyShared.create(slots);
   const bells: number[] = [];
   const links: WorkerLink[] = [];
