@@ -5,7 +5,8 @@
  * Source: a 4 GiB qcow2 with ~1.1 GiB of data in scattered extents and a persistent dirty
  * bitmap b0 marking ~200 MiB, served by `qemu-nbd -r -B b0 -k SOCK` (one connection at a
  * time, no multi-conn: what a real host gives). Measured, interleaved (the order alternates
- * every round), after one warm-up round, medians of `--rounds` (default 5):
+ * every round), after one warm-up round, medians of `--rounds` (default 5); `sync` (untimed)
+ * before every run, so that none pays for the writeback of the one before:
  *
  * - full copy to a new sparse raw file: volt vs nbdcopy vs qemu-img convert. Fair about the
  *   page cache: nbdcopy syncs its output as it goes, so volt runs with `--sync` (fdatasync
@@ -261,6 +262,10 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
         // The incremental needs the full copy from this round's first group.
         for (const c of order) {
           await c.before?.();
+          // Every run starts with nothing left to write back from the runs before it (the
+          // qcow2 group leaves gigabytes behind; a deleted output frees its blocks): the
+          // disk is quiet for each, as each leaves its output on disk.
+          await exec("sync", []);
           const s = await timed(c.argv(), dir);
           await c.after?.(s);
           if (!warm) samples.set(c.name, [...(samples.get(c.name) ?? []), s]);
