@@ -35,6 +35,10 @@ Deno.test("a command's --help exits 0 and a missing argument exits 2 naming the 
   const unknown = await volt(["list", "local", "--frob"]);
   assert.equal(unknown.code, 2);
   assert.match(unknown.stderr, /Unknown option '--frob'/);
+  const dash = await volt(["prune", "backup", "--keep-last", "-1"]);
+  assert.equal(dash.code, 2);
+  assert.equal(dash.stderr.trim().split("\n").length, 1);
+  assert.match(dash.stderr, /--keep-last needs a value; .* is given as --keep-last=VALUE$/m);
 });
 
 Deno.test("global options may come before the command", async () => {

@@ -91,6 +91,14 @@ export function parseCommandLine(spec: CommandSpec, argv: string[]): ParsedArgs 
     parsed = parseArgs({ args: argv, options: parseOptions, allowPositionals: true, strict: true });
   } catch (err) {
     const msg = err instanceof Error ? err.message.split("\n")[0] : String(err);
+    // node:util says "argument is ambiguous" for a value that starts with '-'.
+    const dashValue = /^Option '(-[^']+)' argument is ambiguous/.exec(msg);
+    if (dashValue) {
+      throw new UsageError(
+        `volt ${spec.name}: ${dashValue[1]} needs a value; one starting with '-' is given as ` +
+          `${dashValue[1]}=VALUE`,
+      );
+    }
     throw new UsageError(`volt ${spec.name}: ${msg.replace(/\. To specify.*$/, "")}`);
   }
   const values = parsed.values as ParsedArgs["values"];
