@@ -44,23 +44,14 @@ export async function run(
   args: string[],
   options: RunOptions = {},
 ): Promise<RunResult> {
-  let child: Deno.ChildProcess;
-  try {
-    child = new Deno.Command(cmd, {
-      args,
-      cwd: options.cwd,
-      env: options.env,
-      stdin: options.stdin === undefined ? "null" : "piped",
-      stdout: "piped",
-      stderr: "piped",
-      signal: options.signal,
-    }).spawn();
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new VoltError(`${cmd} not found: ${installHint(cmd)}`);
-    }
-    throw err;
-  }
+  const child = spawnTool(cmd, args, {
+    cwd: options.cwd,
+    env: options.env,
+    stdin: options.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+    signal: options.signal,
+  });
   if (options.stdin !== undefined) {
     const data = typeof options.stdin === "string"
       ? new TextEncoder().encode(options.stdin)
@@ -76,6 +67,25 @@ export async function run(
     throw new VoltError(`${cmd} failed: ${lastLine(result.stderr) || `exit code ${out.code}`}`);
   }
   return result;
+}
+
+/**
+ * Starts `cmd` (`Deno.Command(...).spawn()`); a program that is not installed becomes one
+ * {@link VoltError} line naming the Debian package to install.
+ */
+export function spawnTool(
+  cmd: string,
+  args: string[],
+  options: Omit<Deno.CommandOptions, "args"> = {},
+): Deno.ChildProcess {
+  try {
+    return new Deno.Command(cmd, { ...options, args }).spawn();
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) {
+      throw new VoltError(`${cmd} not found: ${installHint(cmd)}`);
+    }
+    throw err;
+  }
 }
 
 /** The last non-empty line of a program's output, for error messages. */

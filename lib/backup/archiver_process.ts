@@ -9,8 +9,8 @@
  * @module
  */
 
-import { VoltError } from "../errors.ts";
-import { installHint } from "../run.ts";
+import { errorLine, VoltError } from "../errors.ts";
+import { spawnTool } from "../run.ts";
 import { InterruptedError } from "../signals.ts";
 
 /** Options for {@link ArchiverProcess.spawn}. */
@@ -79,17 +79,13 @@ export class ArchiverProcess {
     }
     let child: Deno.ChildProcess;
     try {
-      child = new Deno.Command(cmd, {
-        args,
+      child = spawnTool(cmd, args, {
         stdin: "null",
         stdout: options.stdout ?? "null",
         stderr: "piped",
-      }).spawn();
+      });
     } catch (err) {
-      if (err instanceof Deno.errors.NotFound) {
-        throw new VoltError(`${options.what} failed: ${cmd} not found: ${installHint(cmd)}`);
-      }
-      throw err;
+      throw new VoltError(`${options.what} failed: ${errorLine(err)}`, { cause: err });
     }
     return new ArchiverProcess(cmd, child, options);
   }

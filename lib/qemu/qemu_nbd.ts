@@ -7,7 +7,7 @@
  */
 
 import { VoltError } from "../errors.ts";
-import { installHint, lastLine } from "../run.ts";
+import { installHint, lastLine, spawnTool } from "../run.ts";
 
 /**
  * `setpriv --pdeathsig KILL`: the kernel kills the server when volt dies, even by SIGKILL, so
@@ -31,14 +31,7 @@ function spawnWithWatchdog(program: string, args: string[]): Deno.ChildProcess {
       watchdogMissing = true;
     }
   }
-  try {
-    return new Deno.Command(program, { args, ...options }).spawn();
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new VoltError(`${program} not found: ${installHint(program)}`);
-    }
-    throw err;
-  }
+  return spawnTool(program, args, options);
 }
 
 /** What to serve and how. */

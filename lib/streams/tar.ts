@@ -10,7 +10,7 @@
 
 import type { StreamSink, StreamSource } from "../../plugins/api.ts";
 import { VoltError } from "../errors.ts";
-import { installHint, lastLine } from "../run.ts";
+import { lastLine, spawnTool } from "../run.ts";
 import { interrupted } from "./fd.ts";
 import { ZEROS } from "../../ffi/libc_fd.ts";
 
@@ -38,7 +38,7 @@ export async function childIntoSink(
   signal?: AbortSignal,
 ): Promise<void> {
   const direct = sink.fd === 1;
-  const child = spawn(cmd, args, {
+  const child = spawnTool(cmd, args, {
     stdin: "null",
     stdout: direct ? "inherit" : "piped",
     stderr: "piped",
@@ -79,7 +79,7 @@ export async function sourceIntoChild(
   signal?: AbortSignal,
 ): Promise<void> {
   const direct = source.fd === 0;
-  const child = spawn(cmd, args, {
+  const child = spawnTool(cmd, args, {
     stdin: direct ? "inherit" : "piped",
     stdout: "null",
     stderr: "piped",
@@ -115,17 +115,6 @@ export async function sourceIntoChild(
     throw new VoltError(`${cmd} failed: ${lastLine(message) || `exit code ${status.code}`}`);
   }
   if (feedError) throw feedError;
-}
-
-function spawn(cmd: string, args: string[], options: Deno.CommandOptions): Deno.ChildProcess {
-  try {
-    return new Deno.Command(cmd, { args, ...options }).spawn();
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new VoltError(`${cmd} not found: ${installHint(cmd)}`);
-    }
-    throw err;
-  }
 }
 
 /** Writes the subvolume directory `dir` into `sink` as a GNU tar stream. */
