@@ -69,7 +69,7 @@ export const LIBC_SYMBOLS = {
 /** The loaded libc functions. */
 export type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
 
-/** `open` flags (Linux). */
+/** `open` flags (Linux, x86_64 and aarch64); also used by `libc_fd.ts`. */
 export const O = {
   RDONLY: 0,
   WRONLY: 1,
@@ -77,7 +77,11 @@ export const O = {
   CREAT: 0o100,
   EXCL: 0o200,
   TRUNC: 0o1000,
+  APPEND: 0o2000,
+  NONBLOCK: 0o4000,
+  DIRECTORY: 0o200000,
   CLOEXEC: 0o2000000,
+  TMPFILE: 0o20200000,
 } as const;
 /** `fallocate` modes. */
 export const FALLOC_FL = { KEEP_SIZE: 1, PUNCH_HOLE: 2, ZERO_RANGE: 0x10 } as const;

@@ -10,9 +10,10 @@
  * @module
  */
 
-import { errno, OsCallError } from "./libc.ts";
+import { errno, FALLOC_FL, O, OsCallError } from "./libc.ts";
 
-export { OsCallError };
+/** The flag tables live with the C-pointer binding, one copy for both. */
+export { FALLOC_FL, O, OsCallError };
 
 const SYMBOLS = {
   // int open (const char *pathname, int flags, mode_t mode);
@@ -75,29 +76,12 @@ export function sys(): StreamLibc {
   return loaded;
 }
 
-/** `open` flags (Linux, x86_64 and aarch64). */
-export const O = {
-  RDONLY: 0,
-  WRONLY: 1,
-  RDWR: 2,
-  CREAT: 0o100,
-  EXCL: 0o200,
-  TRUNC: 0o1000,
-  APPEND: 0o2000,
-  NONBLOCK: 0o4000,
-  DIRECTORY: 0o200000,
-  CLOEXEC: 0o2000000,
-  TMPFILE: 0o20200000,
-} as const;
-
 /** `lseek` whence values. */
 export const SEEK = { SET: 0, CUR: 1, END: 2, DATA: 3, HOLE: 4 } as const;
 /** `fcntl` commands. */
 export const F = { GETFL: 3, SETPIPE_SZ: 1031, GETPIPE_SZ: 1032 } as const;
 /** `splice` flags. */
 export const SPLICE_F = { MOVE: 1, NONBLOCK: 2, MORE: 4 } as const;
-/** `fallocate` modes. */
-export const FALLOC_FL = { KEEP_SIZE: 1, PUNCH_HOLE: 2 } as const;
 /** `poll` events. */
 export const POLLIN = 1;
 /** `poll`: writable. */
