@@ -275,3 +275,42 @@ Deno.test("bad backup input gets one clear line and the right exit code", async 
   }
   assert.deepEqual(await listVolumes(e), []);
 });
+
+Deno.test("a --force restore that cannot write the firewall configuration keeps the existing configurations and frees its volumes", async () => {
+  await using tmp = new TempDir();
+  const e = backupEnv(tmp);
+  const img = tmp.join("disk.qcow2");
+  await createImage(img, 4 * MiB);
+  await Deno.writeTextFile(tmp.join("guest.conf"), "memory: 1024\nscsi0: local:100/x.qcow2\n");
+  await Deno.writeTextFile(tmp.join("fw.conf"), "[OPTIONS]\nenable: 1\n");
+  const volid = await backupOk(e, 100, [
+    "--disk",
+    `scsi0=${img}`,
+    "--config",
+    tmp.join("guest.conf"),
+    "--firewall",
+    tmp.join("fw.conf"),
+  ]);
+  const config = tmp.join("etc/200.conf");
+  await Deno.mkdir(tmp.join("etc"));
+  await Deno.writeTextFile(config, "the old configuration\n");
+  // The firewall's directory is a file: the second configuration cannot be written.
+  await Deno.writeTextFile(tmp.join("fw"), "");
+  const r = await volt([
+    "restore",
+    volid,
+    "200",
+    "--storage",
+    "local",
+    "--force",
+    "--config-out",
+    config,
+    "--firewall-out",
+    tmp.join("fw/200.fw"),
+  ], { env: e.env });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr.trim().split("\n").at(-1)!, /^volt: restore of .* failed: .*fw/);
+  assert.equal(await Deno.readTextFile(config), "the old configuration\n");
+  assert.deepEqual(await dirNames(tmp.join("etc")), ["200.conf"]);
+  assert.deepEqual(await listVolumes(e, "local"), []);
+});

@@ -25,7 +25,7 @@ import { InterruptedError } from "../signals.ts";
 import type { Storages } from "../storage/storages.ts";
 import { assertSafeBackupChain } from "./chain_guard.ts";
 import { type RestoredDisk, rewriteGuestConfig } from "./guest_config.ts";
-import { writeFileDurably } from "./manifest.ts";
+import { syncDir, writeFileDurably } from "./manifest.ts";
 import { openBackupProvider } from "./open_provider.ts";
 import { pathExists } from "../fs.ts";
 
@@ -93,24 +93,35 @@ export async function checkConfigTargets(
 }
 
 /**
- * Writes the guest configuration and then the firewall configuration (if any), each
- * durably; when the second fails the first is removed again.
+ * Writes the guest configuration and the firewall configuration (if any) all or nothing:
+ * both are first written durably beside their targets (`<target>.restoring`), then renamed
+ * into place, the firewall first and the guest configuration last. A failure before the
+ * renames removes the staged files and leaves existing configurations (`--force`) untouched.
  */
 export async function writeRestoredConfigs(
   targets: ConfigTargets,
   guestConfig: string,
   firewallConfig: string | undefined,
 ): Promise<void> {
-  await Deno.mkdir(dirname(targets.config), { recursive: true });
-  await writeFileDurably(targets.config, new TextEncoder().encode(guestConfig));
+  const files: [string, string][] = [];
   if (targets.firewall !== undefined && firewallConfig !== undefined) {
-    try {
-      await Deno.mkdir(dirname(targets.firewall), { recursive: true });
-      await writeFileDurably(targets.firewall, new TextEncoder().encode(firewallConfig));
-    } catch (err) {
-      await Deno.remove(targets.config).catch(() => {});
-      throw err;
+    files.push([targets.firewall, firewallConfig]);
+  }
+  files.push([targets.config, guestConfig]);
+  const staged: string[] = [];
+  try {
+    for (const [path, text] of files) {
+      await Deno.mkdir(dirname(path), { recursive: true });
+      staged.push(`${path}.restoring`);
+      await writeFileDurably(staged.at(-1)!, new TextEncoder().encode(text));
     }
+  } catch (err) {
+    for (const s of staged) await Deno.remove(s).catch(() => {});
+    throw err;
+  }
+  for (const [i, [path]] of files.entries()) {
+    await Deno.rename(staged[i], path);
+    await syncDir(dirname(path));
   }
 }
 
