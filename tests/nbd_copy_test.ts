@@ -165,20 +165,20 @@ Deno.test("copy into a qcow2 served by a second qemu-nbd equals the source", asy
     `write -P 3 ${size - 64 * KiB} 64k`,
   ]);
   const cases = [
-    { writerThread: false, fresh: false },
-    { writerThread: true, fresh: false },
-    { writerThread: false, fresh: true },
-  ];
-  for (const { writerThread, fresh } of cases) {
-    const target = dir.join(`dst-${writerThread}-${fresh}.qcow2`);
+    { writer: "reader", fresh: false },
+    { writer: "worker", fresh: false },
+    { writer: "reader", fresh: true },
+  ] as const;
+  for (const { writer, fresh } of cases) {
+    const target = dir.join(`dst-${writer}-${fresh}.qcow2`);
     await createImage(target, size);
     // Old data where the source has a hole: it must be zeroed.
     if (!fresh) await qemuIo(target, ["write -P 0xee 20M 1M"]);
     {
       await using src = await startQemuNbd(disk, { readOnly: true });
       await using dst = await startQemuNbd(target, {});
-      const stats = writerThread
-        ? await copyNbd({ source: { uri: src.uri }, sink: nbdSink({ uri: dst.uri }), writerThread })
+      const stats = writer === "worker"
+        ? await copyNbd({ source: { uri: src.uri }, sink: nbdSink({ uri: dst.uri }), writer })
         : await cliCopy(src.uri, dst.uri);
       assert.equal(stats.bytesRead, 4 * MiB + 64 * KiB);
       if (fresh) {
@@ -190,7 +190,7 @@ Deno.test("copy into a qcow2 served by a second qemu-nbd equals the source", asy
     }
     assert.ok(
       await imagesEqual(disk, "qcow2", target, "qcow2"),
-      JSON.stringify({ writerThread, fresh }),
+      JSON.stringify({ writer, fresh }),
     );
   }
 });
@@ -290,7 +290,8 @@ Deno.test("depth 1, several connections and small requests copy the same bytes",
     { depth: 1 },
     { depth: 16, connections: 2 },
     { depth: 3, requestSize: 192 * KiB },
-    { depth: 4, writerThread: false }, // the reader writes the file itself
+    { depth: 4, writer: "reader" as const }, // the reader writes the file itself
+    { depth: 2, writer: "worker" as const }, // a writer Worker writes it
     { depth: 8, sync: true }, // writeback while copying, fdatasync at the end
   ];
   for (const [i, v] of variants.entries()) {

@@ -111,13 +111,13 @@ Deno.test("the target server killed mid-copy: the error names the offset and the
   await using server = await startQemuNbd(disk, { readOnly: true });
   const target = dir.join("t.qcow2");
   await createImage(target, 64 * MiB);
-  for (const writerThread of [false, true]) {
+  for (const writer of ["reader", "worker"] as const) {
     const dst = await startQemuNbd(target, {});
     try {
       const copy = copyNbd({
         source: { uri: server.uri },
         sink: { type: "nbd", target: { uri: dst.uri } },
-        writerThread,
+        writer,
         bwlimitKiB: 4096,
         progressInterval: 50,
         onProgress: (p) => {
@@ -170,6 +170,41 @@ Deno.test("an aborted signal rejects copyNbd and keeps an existing file", async 
   });
   await assert.rejects(copy, { name: "CopyCancelledError" });
   assert.ok((await Deno.stat(out)).isFile, "a file the copy did not create is kept");
+});
+
+Deno.test({
+  name: "a full file system ends the copy with one line naming the offset; no file is left",
+  ignore: Deno.uid() !== 0,
+  async fn() {
+    await using dir = new TempDir();
+    const disk = await slowDisk(dir);
+    await using server = await startQemuNbd(disk, { readOnly: true });
+    const mnt = dir.join("small");
+    await Deno.mkdir(mnt);
+    const mount = await new Deno.Command("mount", {
+      args: ["-t", "tmpfs", "-o", "size=2M", "tmpfs", mnt],
+    }).output();
+    assert.equal(mount.code, 0, new TextDecoder().decode(mount.stderr));
+    try {
+      const noSpace = /^writing \d+ bytes at offset \d+ to .*small\/out\.raw failed: No space left/;
+      // The CLI (raw files are written on the main thread) and a writer Worker.
+      const r = await volt(["nbd", "copy", server.uri, `${mnt}/out.raw`]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr.replace(/^volt: /, ""), noSpace);
+      assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+      await assert.rejects(
+        copyNbd({
+          source: { uri: server.uri },
+          sink: { type: "raw", path: `${mnt}/out.raw`, sync: true },
+          writer: "worker",
+        }),
+        (err: Error) => noSpace.test(err.message),
+      );
+      assert.deepEqual([...Deno.readDirSync(mnt)], [], "the file the copy created is removed");
+    } finally {
+      await new Deno.Command("umount", { args: [mnt] }).output();
+    }
+  },
 });
 
 Deno.test("VOLT_LIBNBD=/nonexistent: one clear line", async () => {

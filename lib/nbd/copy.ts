@@ -3,9 +3,9 @@
  * sink, fast, with the main thread left free for progress, signals and your sink.
  *
  * Design: a reader Worker owns the source connection(s) and keeps `depth` asynchronous reads
- * in flight on each, into slots of one shared C buffer; a writer Worker (built-in sinks) or
- * the main thread ({@link CallbackSink}) writes each slot from the same memory and hands it
- * back. Slots travel on two lock-free queues in a `SharedArrayBuffer`; a thread with nothing
+ * in flight on each, into slots of one shared C buffer; the main thread (raw files, a
+ * {@link CallbackSink}), the reader's own loop (NBD targets) or a writer Worker writes each
+ * slot from the same memory and hands it back. Slots travel on two lock-free queues in a `SharedArrayBuffer`; a thread with nothing
  * to do sleeps in `poll` on its sockets and an eventfd doorbell. See `docs/nbd.md`.
  *
  * @module
@@ -26,7 +26,9 @@ import {
 } from "./copy_shared.ts";
 import type { ReaderConnected, ReaderStart, WorkerMessage, WriterStart } from "./copy_messages.ts";
 import type { RangeSelection } from "./plan.ts";
-import { type CallbackSink, type CopySink, isCallbackSink } from "./sink.ts";
+import type { CPointer } from "../../ffi/nbd_handle.ts";
+import { type BuiltinSink, type CallbackSink, type CopySink, isCallbackSink } from "./sink.ts";
+import { openSlotWriter } from "./sink_writers.ts";
 import type { NbdSource } from "./source.ts";
 
 /** Default request size: 1 MiB measured best here (4 MiB was slower, 256 KiB needs depth). */
@@ -63,16 +65,22 @@ export interface CopyOptions {
   /** Called about every `progressInterval` ms and once at the end. */
   onProgress?: (progress: CopyProgress) => void;
   /**
-   * Write a built-in sink from a second Worker (true) or from the reader's own loop (false).
-   * Default: true for raw files (pwrite blocks, and overlapping it with reading was
-   * measured faster), false for NBD and null sinks (their writes are asynchronous).
+   * Which thread writes a built-in sink: `"main"` (this thread, between its waits: raw and
+   * null sinks), `"reader"` (the reader's own loop) or `"worker"` (a second Worker). Default:
+   * `"main"` for raw files (pwrite blocks; overlapping it with reading was measured faster
+   * than the reader writing, and this thread is idle otherwise, so no second Worker has to
+   * boot), `"reader"` for NBD and null sinks (their writes are asynchronous, one `poll`
+   * serves both sockets).
    */
-  writerThread?: boolean;
+  writer?: SinkThread;
   /** Milliseconds between progress calls (default 500). */
   progressInterval?: number;
   /** Aborting stops the copy: it rejects with {@link CopyCancelledError}. */
   signal?: AbortSignal;
 }
+
+/** Where a built-in sink is written: see {@link CopyOptions.writer}. */
+export type SinkThread = "main" | "reader" | "worker";
 
 /** Progress of a running copy. */
 export interface CopyProgress {
@@ -224,12 +232,10 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
 
   const callbackSink = isCallbackSink(options.sink) ? options.sink : undefined;
   const builtinSink = isCallbackSink(options.sink) ? undefined : options.sink;
-  const writerThread = builtinSink !== undefined &&
-    (options.writerThread ?? builtinSink.type === "raw");
-  const inlineSink = builtinSink && !writerThread ? builtinSink : undefined;
+  const sinkThread = builtinSink && sinkThreadFor(builtinSink, options.writer);
+  const writerThread = sinkThread === "worker";
   // Slots: the reads in flight, plus a queue for the sink. 8 queued slots (8 MiB) let the
-  // reader run on while the writer Worker is still booting (it is ready ~5 ms after the
-  // first data) and while the sink waits for writeback.
+  // reader run on while the sink is being opened and while it waits for writeback.
   const slots = depth * connections + Math.max(8, depth);
   const shared = CopyShared.create(slots);
   const bells: number[] = [];
@@ -296,7 +302,7 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
         stride: requestSize,
         initiallyZero: callbackSink ? callbackSink.initiallyZero ?? false : undefined,
         timeOrigin: performance.timeOrigin,
-        sink: inlineSink,
+        sink: sinkThread === "reader" ? builtinSink : undefined,
       } satisfies ReaderStart,
     );
     // The data buffer, sized for the largest request asked for (the server may allow less:
@@ -343,10 +349,12 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
         return msg;
       });
     const finals = [watch(reader), ...(writer ? [watch(writer)] : [])];
-    if (callbackSink) {
-      await consume(callbackSink, shared, buffer, requestSize, readerBell)
-        .catch((err) => fail(err instanceof Error ? err : new Error(String(err))));
-    }
+    const consumer = callbackSink
+      ? consume(shared, readerBell, callbackWrites(callbackSink, shared, buffer, requestSize))
+      : sinkThread === "main"
+      ? writeOnMain(builtinSink!, shared, buffer, requestSize, readerBell)
+      : undefined;
+    await consumer?.catch((err) => fail(err instanceof Error ? err : new Error(String(err))));
     const ends = await Promise.all(finals);
     if (failure) throw failure;
     if (!connected || ends.some((msg) => msg.type !== "done")) {
@@ -397,33 +405,28 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
   }
 }
 
-/** The main-thread consumer for a {@link CallbackSink}. */
-async function consume(
-  sink: CallbackSink,
-  shared: CopyShared,
-  buffer: Deno.PointerValue,
-  requestSize: number,
-  readerBell: number,
-): Promise<void> {
-  const memory = new Uint8Array(
-    Deno.UnsafePointerView.getArrayBuffer(buffer!, shared.slots * requestSize),
-  );
+/** Writes one full slot on the main thread (awaited when it returns a promise). */
+type SlotWrite = (slot: number, kind: number, offset: number, length: number) =>
+  | void
+  | Promise<void>;
+
+/**
+ * The main-thread consumer: takes full slots off the queue, writes each with `write`, counts
+ * it, hands it back to the reader; waits on the consumer bell (`Atomics.waitAsync`, the
+ * thread stays free) when the queue is empty, until the reader is done or the copy aborted.
+ */
+async function consume(shared: CopyShared, readerBell: number, write: SlotWrite): Promise<void> {
   const reader = new Doorbell(readerBell);
   for (;;) {
     if (shared.aborted()) return;
     const seen = shared.consumerBell();
     const slot = shared.fullPop();
     if (slot >= 0) {
-      const offset = shared.slotOffset(slot);
+      const kind = shared.slotKind(slot);
       const length = shared.slotLength(slot);
-      if (shared.slotKind(slot) === SLOT_DATA) {
-        const start = slot * requestSize;
-        await sink.writeData(offset, memory.subarray(start, start + length));
-        shared.count(COUNTER.written, length);
-      } else {
-        await sink.writeZeroes(offset, length);
-        shared.count(COUNTER.zeroed, length);
-      }
+      const pending = write(slot, kind, shared.slotOffset(slot), length);
+      if (pending) await pending;
+      shared.count(kind === SLOT_DATA ? COUNTER.written : COUNTER.zeroed, length);
       shared.freePush(slot);
       reader.ring();
       continue;
@@ -431,6 +434,71 @@ async function consume(
     if (shared.readerDone() && shared.fullEmpty()) return;
     await shared.waitConsumerBell(seen);
   }
+}
+
+/** A {@link CallbackSink}'s writes: data as a view of the slot's memory. */
+function callbackWrites(
+  sink: CallbackSink,
+  shared: CopyShared,
+  buffer: Deno.PointerValue,
+  requestSize: number,
+): SlotWrite {
+  const memory = new Uint8Array(
+    Deno.UnsafePointerView.getArrayBuffer(buffer!, shared.slots * requestSize),
+  );
+  return (slot, kind, offset, length) => {
+    if (kind !== SLOT_DATA) return sink.writeZeroes(offset, length);
+    const start = slot * requestSize;
+    return sink.writeData(offset, memory.subarray(start, start + length));
+  };
+}
+
+/**
+ * A built-in sink written on the main thread (a raw file: `pwrite` into the page cache is
+ * short, so the thread stays responsive between slots). Opens the sink once the reader knows
+ * the export size, tells the reader whether the target reads as zeros, writes every slot,
+ * then makes it durable as the sink promises. A file it created is removed on failure or
+ * cancellation.
+ */
+async function writeOnMain(
+  sink: BuiltinSink,
+  shared: CopyShared,
+  buffer: Deno.PointerValue,
+  requestSize: number,
+  readerBell: number,
+): Promise<void> {
+  if (!(await shared.connected())) return;
+  const writer = openSlotWriter(sink, shared.counter(COUNTER.size), requestSize);
+  let written = false;
+  try {
+    shared.setSinkOpen(writer.initiallyZero);
+    new Doorbell(readerBell).ring();
+    trace("main: sink open");
+    const slotPtr: CPointer[] = [];
+    for (let i = 0; i < shared.slots; i++) {
+      slotPtr.push(Deno.UnsafePointer.offset(buffer!, i * requestSize)!);
+    }
+    await consume(shared, readerBell, (slot, kind, offset, length) => {
+      writer.submit(slot, kind, offset, length, slotPtr[slot]);
+    });
+    if (shared.aborted()) return;
+    trace("main: all written");
+    writer.finish();
+    written = true;
+    trace("main: finished");
+  } finally {
+    if (!written) writer.close(true);
+  }
+}
+
+/** The thread that writes a built-in sink: the one asked for, or the measured best. */
+function sinkThreadFor(sink: BuiltinSink, asked: SinkThread | undefined): SinkThread {
+  const thread = asked ?? (sink.type === "raw" ? "main" : "reader");
+  if (thread === "main" && sink.type === "nbd") {
+    // Its asynchronous writes need a thread that can block in poll on the target's socket.
+    throw new VoltError("an NBD target is written by the reader or a writer Worker, not main");
+  }
+  return thread;
 }
 
 function positive(name: string, value: number): number {

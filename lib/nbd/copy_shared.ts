@@ -198,6 +198,16 @@ export class CopyShared {
     }
   }
 
+  /** Resolves (without blocking the thread) when the reader has connected: true, or aborted: false. */
+  async connected(): Promise<boolean> {
+    for (;;) {
+      const state = Atomics.load(this.#i32, CONNECTED);
+      if (state !== 0) return state === 1;
+      const r = Atomics.waitAsync(this.#i32, CONNECTED, 0);
+      if (r.async) await r.value;
+    }
+  }
+
   /** The writer thread has opened its sink; `zero`: the target reads as zeros already. */
   setSinkOpen(zero: boolean): void {
     Atomics.store(this.#i32, SINK_STATE, zero ? 2 : 1);
