@@ -85,7 +85,9 @@ export async function main(rawArgv: string[]): Promise<number> {
     return (await spec.run(args)) ?? 0;
   } catch (err) {
     if (Deno.env.get("VOLT_DEBUG") === "1") console.error(err);
-    console.error(`volt: ${errorLine(err)}`);
+    // Usage errors already name the command ("volt list: …"); others get the program name.
+    const line = errorLine(err);
+    console.error(/^volt [a-z]/.test(line) ? line : `volt: ${line}`);
     return err instanceof VoltError ? err.exitCode : 1;
   }
 }

@@ -448,7 +448,7 @@ Deno.test({
       [["--type", "vm", "--directory", rootfs], /^volt: --type: 'vm' is not one of qemu, lxc$/],
       [
         ["--directory", rootfs],
-        /^volt: volt backup: --directory is for containers \(--type lxc\)$/,
+        /^volt backup: --directory is for containers \(--type lxc\)$/,
       ],
       [["--exclude", "*.tmp", "--disk", "scsi0=/x.raw"], /--exclude is for containers/],
       [["--type", "lxc", "--directory", rootfs, "--disk", "scsi0=/x.raw"], /--disk is for VMs/],

@@ -8,8 +8,8 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { UsageError } from "../errors.ts";
+import { FlagError, parseFlags } from "./flags.ts";
 
 /** One option of a command. */
 export interface OptionSpec {
@@ -77,29 +77,13 @@ export const OUTPUT_FORMAT_OPTION: Record<string, OptionSpec> = {
  */
 export function parseCommandLine(spec: CommandSpec, argv: string[]): ParsedArgs {
   const options = { ...GLOBAL_OPTIONS, ...spec.options };
-  const parseOptions: Record<
-    string,
-    { type: "string" | "boolean"; multiple?: boolean; short?: string }
-  > = {};
-  for (const [name, o] of Object.entries(options)) {
-    parseOptions[name] = { type: o.type };
-    if (o.multiple) parseOptions[name].multiple = true;
-    if (o.short) parseOptions[name].short = o.short;
-  }
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options: parseOptions, allowPositionals: true, strict: true });
+    parsed = parseFlags(argv, options);
   } catch (err) {
-    const msg = err instanceof Error ? err.message.split("\n")[0] : String(err);
-    // node:util says "argument is ambiguous" for a value that starts with '-'.
-    const dashValue = /^Option '(-[^']+)' argument is ambiguous/.exec(msg);
-    if (dashValue) {
-      throw new UsageError(
-        `volt ${spec.name}: ${dashValue[1]} needs a value; one starting with '-' is given as ` +
-          `${dashValue[1]}=VALUE`,
-      );
-    }
-    throw new UsageError(`volt ${spec.name}: ${msg.replace(/\. To specify.*$/, "")}`);
+    if (!(err instanceof FlagError)) throw err;
+    const hint = err.message.startsWith("unknown option") ? `: see 'volt ${spec.name} --help'` : "";
+    throw new UsageError(`volt ${spec.name}: ${err.message}${hint}`);
   }
   const values = parsed.values as ParsedArgs["values"];
   for (const [name, o] of Object.entries(options)) {
