@@ -54,6 +54,8 @@ export const LIBC_SYMBOLS = {
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   // int memcmp (const void *s1, const void *s2, size_t n);
   memcmp: { parameters: ["pointer", "pointer", "usize"], result: "i32" },
+  // int madvise (void *addr, size_t length, int advice);
+  madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
   // void *aligned_alloc (size_t alignment, size_t size);
   aligned_alloc: { parameters: ["usize", "usize"], result: "pointer" },
   // void *calloc (size_t nmemb, size_t size);
@@ -91,6 +93,8 @@ export const POLL = { IN: 1, OUT: 4, ERR: 8, HUP: 0x10, NVAL: 0x20 } as const;
 export const EFD = { NONBLOCK: 0o4000, CLOEXEC: 0o2000000 } as const;
 /** `sync_file_range` flags. */
 export const SYNC_FILE_RANGE = { WAIT_BEFORE: 1, WRITE: 2, WAIT_AFTER: 4 } as const;
+/** `madvise` advice: back with huge pages; fault every page in now (Linux 5.14+). */
+export const MADV = { HUGEPAGE: 14, POPULATE_WRITE: 23 } as const;
 /** `posix_fadvise` advice. */
 export const POSIX_FADV_DONTNEED = 4;
 /** errno values the engine looks at. */

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { libc } from "../../ffi/libc.ts";
+import { libc, MADV } from "../../ffi/libc.ts";
 import { preloadLibnbd } from "../../ffi/libnbd.ts";
 import { VoltError } from "../errors.ts";
 import {
@@ -310,9 +310,7 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
     // in shared memory where the reader picks them up once it has mapped the export; then
     // the writer, which needs the export size (the reader's connection) before it can open
     // its sink anyway.
-    const lib = libc();
-    buffer = lib.aligned_alloc(4096n, BigInt(slots * requestSize));
-    if (buffer === null) throw new VoltError("out of memory for the copy buffer");
+    buffer = allocateSlots(slots * requestSize);
     const readerBell = createEventFd();
     bells.push(readerBell);
     const consumerBell = writerThread ? createEventFd() : -1;
@@ -403,6 +401,22 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
     if (buffer !== null && !leakBuffer) libc().free(buffer);
     for (const fd of bells) libc().close(fd);
   }
+}
+
+/**
+ * The slots' C memory, faulted in here, while the reader boots, rather than page by page by
+ * the first reads (~5 ms of page faults for 12 MiB, measured, on the reader's path). Huge
+ * pages where the kernel allows them (fewer faults and TLB misses); advice the kernel does
+ * not know is ignored.
+ */
+function allocateSlots(bytes: number): CPointer {
+  const lib = libc();
+  const HUGE = 2 ** 21;
+  const buffer = lib.aligned_alloc(BigInt(bytes >= HUGE ? HUGE : 4096), BigInt(bytes));
+  if (buffer === null) throw new VoltError("out of memory for the copy buffer");
+  lib.madvise(buffer, BigInt(bytes), MADV.HUGEPAGE);
+  lib.madvise(buffer, BigInt(bytes), MADV.POPULATE_WRITE);
+  return buffer;
 }
 
 /** Writes one full slot on the main thread (awaited when it returns a promise). */
