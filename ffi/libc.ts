@@ -8,6 +8,8 @@
  * @module
  */
 
+import { bindOnUse } from "./bind_on_use.ts";
+
 /** Every libc function volt calls. */
 export const LIBC_SYMBOLS = {
   // int open (const char *pathname, int flags, mode_t mode);
@@ -100,6 +102,25 @@ export const POSIX_FADV_DONTNEED = 4;
 /** errno values the engine looks at. */
 export const ERRNO = { EINTR: 4, EAGAIN: 11, EOPNOTSUPP: 95, ENOTSUP: 95 } as const;
 
+/**
+ * What the copy engine's reader and the set-up of a copy need (memory, the zero test, poll
+ * and the doorbells, errno): bound when a thread first loads libc; the rest on first use
+ * (see `bind_on_use.ts`).
+ */
+const FIRST_SYMBOLS = [
+  "aligned_alloc",
+  "madvise",
+  "calloc",
+  "free",
+  "memcmp",
+  "poll",
+  "read",
+  "write",
+  "eventfd",
+  "__errno_location",
+  "strerror",
+] as const satisfies readonly (keyof typeof LIBC_SYMBOLS)[];
+
 let loaded: Libc | undefined;
 
 /**
@@ -113,7 +134,7 @@ let loaded: Libc | undefined;
  * ```
  */
 export function libc(): Libc {
-  loaded ??= Deno.dlopen("libc.so.6", LIBC_SYMBOLS).symbols;
+  loaded ??= bindOnUse("libc.so.6", LIBC_SYMBOLS, FIRST_SYMBOLS);
   return loaded;
 }
 

@@ -12,6 +12,7 @@
  */
 
 import { VoltError } from "../lib/errors.ts";
+import { bindOnUse } from "./bind_on_use.ts";
 
 /** The callback struct `{callback, user_data, free}` that libnbd takes by value (24 bytes). */
 const CALLBACK_STRUCT = { struct: ["pointer", "pointer", "pointer"] } as const;
@@ -124,6 +125,37 @@ export const LIBNBD_SYMBOLS = {
   nbd_aio_notify_write: { parameters: ["pointer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
+/**
+ * What reading an export needs (connect, map, asynchronous reads, polling, errors): bound
+ * when a thread first loads the library; the rest on first use (see `bind_on_use.ts`).
+ */
+const READER_SYMBOLS = [
+  "nbd_create",
+  "nbd_close",
+  "nbd_get_error",
+  "nbd_get_errno",
+  "nbd_set_handle_name",
+  "nbd_set_export_name",
+  "nbd_add_meta_context",
+  "nbd_set_pread_initialize",
+  "nbd_connect_uri",
+  "nbd_connect_unix",
+  "nbd_shutdown",
+  "nbd_get_size",
+  "nbd_can_meta_context",
+  "nbd_can_multi_conn",
+  "nbd_get_block_size",
+  "nbd_block_status",
+  "nbd_aio_pread",
+  "nbd_aio_command_completed",
+  "nbd_aio_peek_command_completed",
+  "nbd_aio_in_flight",
+  "nbd_aio_get_fd",
+  "nbd_aio_get_direction",
+  "nbd_aio_notify_read",
+  "nbd_aio_notify_write",
+] as const satisfies readonly (keyof typeof LIBNBD_SYMBOLS)[];
+
 /** The loaded libnbd functions. */
 export type Libnbd = Deno.DynamicLibrary<typeof LIBNBD_SYMBOLS>["symbols"];
 
@@ -165,7 +197,7 @@ export function libnbd(): Libnbd {
   const override = Deno.env.get("VOLT_LIBNBD");
   const path = override || LIBNBD_NAME;
   try {
-    loaded = Deno.dlopen(path, LIBNBD_SYMBOLS).symbols;
+    loaded = bindOnUse(path, LIBNBD_SYMBOLS, READER_SYMBOLS);
   } catch {
     // Deno's own message repeats the path and adds nothing a user can act on.
     if (override) {
