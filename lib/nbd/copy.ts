@@ -5,8 +5,9 @@
  * Design: a reader Worker owns the source connection(s) and keeps `depth` asynchronous reads
  * in flight on each, into slots of one shared C buffer; the main thread (raw files, a
  * {@link CallbackSink}), the reader's own loop (NBD targets) or a writer Worker writes each
- * slot from the same memory and hands it back. Slots travel on two lock-free queues in a `SharedArrayBuffer`; a thread with nothing
- * to do sleeps in `poll` on its sockets and an eventfd doorbell. See `docs/nbd.md`.
+ * slot from the same memory and hands it back. Slots travel on two lock-free queues in a
+ * `SharedArrayBuffer`; the reader, with nothing to do, sleeps in `poll` on its sockets and
+ * an eventfd doorbell, the main thread in `Atomics.waitAsync`. See `docs/nbd.md`.
  *
  * @module
  */

@@ -198,7 +198,10 @@ export class CopyShared {
     }
   }
 
-  /** Resolves (without blocking the thread) when the reader has connected: true, or aborted: false. */
+  /**
+   * Resolves, without blocking the thread (the main thread's writer), once the reader has
+   * connected: true; or once the copy was aborted first: false.
+   */
   async connected(): Promise<boolean> {
     for (;;) {
       const state = Atomics.load(this.#i32, CONNECTED);
