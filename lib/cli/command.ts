@@ -9,14 +9,10 @@
  */
 
 import { UsageError } from "../errors.ts";
-import { FlagError, parseFlags } from "./flags.ts";
+import { FlagError, type FlagSpec, parseFlags } from "./flags.ts";
 
-/** One option of a command. */
-export interface OptionSpec {
-  type: "string" | "boolean";
-  /** Option may be given several times (values collected in order). */
-  multiple?: boolean;
-  short?: string;
+/** One option of a command: how it parses ({@link FlagSpec}), and how help shows it. */
+export interface OptionSpec extends FlagSpec {
   /** Placeholder shown in help, e.g. `FORMAT`. */
   arg?: string;
   description: string;
