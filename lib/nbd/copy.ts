@@ -29,7 +29,7 @@ import type { ReaderConnected, ReaderStart, WorkerMessage, WriterStart } from ".
 import type { RangeSelection } from "./plan.ts";
 import type { CPointer } from "../../ffi/nbd_handle.ts";
 import { type BuiltinSink, type CallbackSink, type CopySink, isCallbackSink } from "./sink.ts";
-import { openSlotWriter } from "./sink_writers.ts";
+import { openAnnouncedWriter } from "./sink_writers.ts";
 import type { NbdSource } from "./source.ts";
 
 /** Default request size: 1 MiB measured best here (4 MiB was slower, 256 KiB needs depth). */
@@ -483,11 +483,9 @@ async function writeOnMain(
   readerBell: number,
 ): Promise<void> {
   if (!(await shared.connected())) return;
-  const writer = openSlotWriter(sink, shared.counter(COUNTER.size), requestSize);
+  const writer = openAnnouncedWriter(sink, shared, requestSize, readerBell);
   let written = false;
   try {
-    shared.setSinkOpen(writer.initiallyZero);
-    new Doorbell(readerBell).ring();
     trace("main: sink open");
     const slotPtr: CPointer[] = [];
     for (let i = 0; i < shared.slots; i++) {

@@ -17,14 +17,13 @@ import {
   CopyStopped,
   COUNTER,
   Doorbell,
-  endWorker,
-  setTraceOrigin,
+  serveCopyWorker,
   type Setup,
   SLOT_DATA,
   SLOT_ZERO,
   trace,
 } from "./copy_shared.ts";
-import type { ReaderStart, Stop, WorkerScope } from "./copy_messages.ts";
+import type { ReaderStart, WorkerScope } from "./copy_messages.ts";
 import { BASE_ALLOCATION, dirtyBitmapContext, readExtents } from "./extents.ts";
 import { type CopyRange, planRanges, splitRequests } from "./plan.ts";
 import { HandlePollError, pollHandles } from "./poll.ts";
@@ -49,31 +48,11 @@ let ranges: CopyRange[] = [];
 let size = 0;
 let requestSize = 0;
 
-scope.onmessage = (event: MessageEvent) => {
-  const msg = event.data as ReaderStart | Stop;
-  if (msg.type === "start") {
-    start = msg;
-    setTraceOrigin(msg.timeOrigin);
-    trace("reader: started");
-    guarded(() => {
-      connect();
-      copy();
-    });
-  } else if (msg.type === "stop") {
-    closeAll();
-    scope.postMessage({ type: "aborted" });
-    scope.close();
-  }
-};
-
-function guarded(fn: () => void): void {
-  try {
-    fn();
-  } catch (err) {
-    closeAll();
-    endWorker(scope, start?.shared, err);
-  }
-}
+serveCopyWorker<ReaderStart>(scope, "reader", (msg) => {
+  start = msg;
+  connect();
+  copy();
+}, () => closeAll());
 
 function closeAll(failed = true): void {
   for (const c of connections) c.h.close();

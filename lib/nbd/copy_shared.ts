@@ -15,7 +15,7 @@
  */
 
 import { libc } from "../../ffi/libc.ts";
-import type { WorkerScope } from "./copy_messages.ts";
+import type { Stop, WorkerScope } from "./copy_messages.ts";
 
 /** What a full slot asks the sink to do. */
 export const SLOT_DATA = 1;
@@ -384,6 +384,37 @@ export function endWorker(
     });
   }
   scope.close();
+}
+
+/**
+ * Runs a copy worker's side of the protocol. On "start": counts trace times from the main
+ * thread's origin, traces `<name>: started` and calls `run`, which sends "done" itself. When
+ * `run` throws, or "stop" arrives (the main thread gave up waiting), `cleanup` releases what
+ * the worker holds, the last message (aborted or error, see {@link endWorker}) goes out and
+ * the worker closes.
+ */
+export function serveCopyWorker<
+  S extends { type: "start"; shared: SharedArrayBuffer; timeOrigin: number },
+>(scope: WorkerScope, name: string, run: (start: S) => void, cleanup: () => void): void {
+  let shared: SharedArrayBuffer | undefined;
+  scope.onmessage = (event: MessageEvent) => {
+    const msg = event.data as S | Stop;
+    if (msg.type === "start") {
+      shared = msg.shared;
+      setTraceOrigin(msg.timeOrigin);
+      trace(`${name}: started`);
+      try {
+        run(msg);
+      } catch (err) {
+        cleanup();
+        endWorker(scope, shared, err);
+      }
+    } else if (msg.type === "stop") {
+      cleanup();
+      scope.postMessage({ type: "aborted" });
+      scope.close();
+    }
+  };
 }
 
 let traceOrigin = performance.timeOrigin;

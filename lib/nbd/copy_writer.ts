@@ -15,55 +15,33 @@ import {
   CopyStopped,
   COUNTER,
   Doorbell,
-  endWorker,
-  setTraceOrigin,
+  serveCopyWorker,
   type Setup,
   SLOT_DATA,
   trace,
 } from "./copy_shared.ts";
-import type { Stop, WorkerScope, WriterStart } from "./copy_messages.ts";
+import type { WorkerScope, WriterStart } from "./copy_messages.ts";
 import { HandlePollError, pollHandles } from "./poll.ts";
-import { openSlotWriter, type SlotWriter } from "./sink_writers.ts";
+import { openAnnouncedWriter, type SlotWriter } from "./sink_writers.ts";
 
 const scope = self as unknown as WorkerScope;
 
 let start: WriterStart;
 let writer: SlotWriter | undefined;
 
-scope.onmessage = (event: MessageEvent) => {
-  const msg = event.data as WriterStart | Stop;
-  if (msg.type === "start") {
-    start = msg;
-    setTraceOrigin(msg.timeOrigin);
-    trace("writer: started");
-    guarded(() => {
-      const shared = new CopyShared(msg.shared);
-      if (!shared.waitConnected()) throw new CopyStopped();
-      writer = openSlotWriter(msg.sink, shared.counter(COUNTER.size), msg.stride);
-      const setup = shared.waitSetup();
-      if (!setup) throw new CopyStopped();
-      shared.setSinkOpen(writer.initiallyZero);
-      new Doorbell(setup.readerBell).ring();
-      trace("writer: sink open");
-      drain(shared, setup);
-    });
-  } else if (msg.type === "stop") {
-    writer?.close(true);
-    writer = undefined;
-    scope.postMessage({ type: "aborted" });
-    scope.close();
-  }
-};
-
-function guarded(fn: () => void): void {
-  try {
-    fn();
-  } catch (err) {
-    writer?.close(true);
-    writer = undefined;
-    endWorker(scope, start?.shared, err);
-  }
-}
+serveCopyWorker<WriterStart>(scope, "writer", (msg) => {
+  start = msg;
+  const shared = new CopyShared(msg.shared);
+  if (!shared.waitConnected()) throw new CopyStopped();
+  const setup = shared.waitSetup();
+  if (!setup) throw new CopyStopped();
+  writer = openAnnouncedWriter(msg.sink, shared, msg.stride, setup.readerBell);
+  trace("writer: sink open");
+  drain(shared, setup);
+}, () => {
+  writer?.close(true);
+  writer = undefined;
+});
 
 function drain(shared: CopyShared, setup: Setup): void {
   new WriteLoop(writer!, shared, setup).run();

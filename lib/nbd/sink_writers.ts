@@ -19,7 +19,7 @@ import {
 import { cstr } from "../../ffi/libnbd.ts";
 import type { CPointer, NbdHandle } from "../../ffi/nbd_handle.ts";
 import { VoltError } from "../errors.ts";
-import { SLOT_DATA } from "./copy_shared.ts";
+import { CopyShared, COUNTER, Doorbell, SLOT_DATA } from "./copy_shared.ts";
 import type { BuiltinSink } from "./sink.ts";
 import { connectNbd, sourceUri } from "./source.ts";
 import { BASE_ALLOCATION, readExtents } from "./extents.ts";
@@ -62,6 +62,23 @@ export function openSlotWriter(sink: BuiltinSink, size: number, requestSize: num
     case "null":
       return new NullWriter();
   }
+}
+
+/**
+ * Opens the writer for a built-in sink once the reader has connected (the export size is in
+ * `shared`), publishes whether its target reads as zeros (the reader's zero decisions wait
+ * for that) and wakes the reader. For whichever thread writes the sink.
+ */
+export function openAnnouncedWriter(
+  sink: BuiltinSink,
+  shared: CopyShared,
+  requestSize: number,
+  readerBell: number,
+): SlotWriter {
+  const writer = openSlotWriter(sink, shared.counter(COUNTER.size), requestSize);
+  shared.setSinkOpen(writer.initiallyZero);
+  new Doorbell(readerBell).ring();
+  return writer;
 }
 
 function writeFailed(what: string, offset: number, length: number, detail: string): VoltError {
