@@ -1,16 +1,18 @@
 /**
- * Binding a library's symbols in two steps: the ones a thread needs at once when it opens the
- * library, the rest on first use of any of them. `Deno.dlopen` binds every symbol it is given
- * (~70 µs each here, measured), and each Worker binds its own: the copy engine's reader binds
- * ~30 of the ~65 libnbd and libc functions volt declares, on the path every copy waits for.
+ * Binding a library's symbols when they are used. `Deno.dlopen` binds every symbol it is given
+ * (~70 µs each here, measured, whether bound in one call or one by one), and each Worker binds
+ * its own: the copy engine's reader needs ~30 of the ~65 libnbd and libc functions volt
+ * declares, on the path every copy waits for, and a thread that calls one more function at the
+ * end (the main thread's `close`) should pay for that one, not for all the others.
  *
  * @module
  */
 
 /**
  * Opens `path` with the symbols named in `eager` bound now; every other symbol of `table` is
- * a getter that binds all of them on its first use and then is a plain property. Throws what
- * `Deno.dlopen` throws (a missing library, a missing eager symbol).
+ * a getter that binds that symbol alone on its first use and then is a plain property.
+ * Throws what `Deno.dlopen` throws for a missing library or a missing eager symbol; a missing
+ * lazy symbol throws `missing(name)` on its first use (default: an Error naming it).
  *
  * @example
  * ```ts
@@ -26,34 +28,25 @@ export function bindOnUse<S extends Deno.ForeignLibraryInterface>(
   path: string,
   table: S,
   eager: readonly (keyof S & string)[],
+  missing: (name: string) => Error = (name) => new Error(`${path} has no function ${name}`),
 ): Deno.DynamicLibrary<S>["symbols"] {
   const now = new Set<string>(eager);
-  const pick = (wanted: (name: string) => boolean) =>
-    Object.fromEntries(Object.entries(table).filter(([name]) => wanted(name)));
-  const symbols = { ...Deno.dlopen(path, pick((name) => now.has(name))).symbols } as Record<
-    string,
-    unknown
-  >;
-  const later = Object.keys(table).filter((name) => !now.has(name));
-  let bound = false;
-  const bindLater = () => {
-    if (bound) return;
-    bound = true;
-    const rest = Deno.dlopen(path, pick((name) => !now.has(name))).symbols as Record<
-      string,
-      unknown
-    >;
-    for (const name of later) {
-      Object.defineProperty(symbols, name, { value: rest[name], enumerable: true });
-    }
-  };
-  for (const name of later) {
+  const first = Object.fromEntries(Object.entries(table).filter(([name]) => now.has(name)));
+  const symbols = { ...Deno.dlopen(path, first).symbols } as Record<string, unknown>;
+  for (const name of Object.keys(table)) {
+    if (now.has(name)) continue;
     Object.defineProperty(symbols, name, {
       configurable: true,
       enumerable: true,
       get() {
-        bindLater();
-        return symbols[name];
+        let fn: unknown;
+        try {
+          fn = Deno.dlopen(path, { [name]: table[name] }).symbols[name];
+        } catch {
+          throw missing(name);
+        }
+        Object.defineProperty(symbols, name, { value: fn, enumerable: true });
+        return fn;
       },
     });
   }

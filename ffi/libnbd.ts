@@ -197,7 +197,12 @@ export function libnbd(): Libnbd {
   const override = Deno.env.get("VOLT_LIBNBD");
   const path = override || LIBNBD_NAME;
   try {
-    loaded = bindOnUse(path, LIBNBD_SYMBOLS, READER_SYMBOLS);
+    loaded = bindOnUse(
+      path,
+      LIBNBD_SYMBOLS,
+      READER_SYMBOLS,
+      (name) => new VoltError(`${path} has no ${name}: install a newer libnbd0`),
+    );
   } catch {
     // Deno's own message repeats the path and adds nothing a user can act on.
     if (override) {
