@@ -83,7 +83,8 @@ export const O = {
   TRUNC: 0o1000,
   APPEND: 0o2000,
   NONBLOCK: 0o4000,
-  DIRECTORY: 0o200000,
+  DIRECTORY: Deno.build.arch === "aarch64" ? 0o40000 : 0o200000,
+  DIRECT: Deno.build.arch === "aarch64" ? 0o200000 : 0o40000,
   CLOEXEC: 0o2000000,
   TMPFILE: 0o20200000,
 } as const;

@@ -232,7 +232,9 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
   if (options.signal?.aborted) throw new CopyCancelledError(0, 0);
 
   const callbackSink = isCallbackSink(options.sink) ? options.sink : undefined;
-  const builtinSink = isCallbackSink(options.sink) ? undefined : options.sink;
+  const builtinSink = isCallbackSink(options.sink)
+    ? undefined
+    : withDefaults(options.sink, selection);
   const sinkThread = builtinSink && sinkThreadFor(builtinSink, options.writer);
   const writerThread = sinkThread === "worker";
   // Slots: the reads in flight, plus a queue for the sink. 8 queued slots (8 MiB) let the
@@ -505,6 +507,15 @@ async function writeOnMain(
 }
 
 /** The thread that writes a built-in sink: the one asked for, or the measured best. */
+/**
+ * A built-in sink with the engine's defaults filled in: a raw file written by an incremental
+ * with `sync` is written `O_DIRECT` (see `RawSink.direct` in sink.ts).
+ */
+function withDefaults(sink: BuiltinSink, selection: RangeSelection): BuiltinSink {
+  if (sink.type !== "raw" || sink.direct !== undefined) return sink;
+  return { ...sink, direct: selection === "dirty" && sink.sync === true };
+}
+
 function sinkThreadFor(sink: BuiltinSink, asked: SinkThread | undefined): SinkThread {
   const thread = asked ?? (sink.type === "raw" ? "main" : "reader");
   if (thread === "main" && sink.type === "nbd") {
