@@ -506,7 +506,6 @@ async function writeOnMain(
   }
 }
 
-/** The thread that writes a built-in sink: the one asked for, or the measured best. */
 /**
  * A built-in sink with the engine's defaults filled in: a raw file written by an incremental
  * with `sync` is written `O_DIRECT` (see `RawSink.direct` in sink.ts).
@@ -516,6 +515,7 @@ function withDefaults(sink: BuiltinSink, selection: RangeSelection): BuiltinSink
   return { ...sink, direct: selection === "dirty" && sink.sync === true };
 }
 
+/** The thread that writes a built-in sink: the one asked for, or the measured best. */
 function sinkThreadFor(sink: BuiltinSink, asked: SinkThread | undefined): SinkThread {
   const thread = asked ?? (sink.type === "raw" ? "main" : "reader");
   if (thread === "main" && sink.type === "nbd") {

@@ -183,7 +183,8 @@ class RawWriter implements SlotWriter {
    */
   #writeDirect(data: CPointer, offset: number, length: number): boolean {
     const address = Number(Deno.UnsafePointer.value(data));
-    if ((address | offset | length) % DIRECT_ALIGN !== 0) return false;
+    const aligned = (n: number) => n % DIRECT_ALIGN === 0;
+    if (!aligned(address) || !aligned(offset) || !aligned(length)) return false;
     const lib = libc();
     let done = 0;
     while (done < length) {
