@@ -84,7 +84,6 @@ export const O = {
   APPEND: 0o2000,
   NONBLOCK: 0o4000,
   DIRECTORY: Deno.build.arch === "aarch64" ? 0o40000 : 0o200000,
-  DIRECT: Deno.build.arch === "aarch64" ? 0o200000 : 0o40000,
   CLOEXEC: 0o2000000,
   TMPFILE: 0o20200000,
 } as const;

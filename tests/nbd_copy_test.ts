@@ -39,7 +39,7 @@ interface Scenario {
   before: string[];
   /** Changes after it, recorded by bitmap b0. */
   after: string[];
-  /** Apply the incremental with --sync (its aligned ranges then go O_DIRECT). */
+  /** Apply the incremental with --sync (writeback while copying, fdatasync at the end). */
   sync?: boolean;
 }
 

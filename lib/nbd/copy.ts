@@ -232,9 +232,7 @@ export async function copyNbd(options: CopyOptions): Promise<CopyStats> {
   if (options.signal?.aborted) throw new CopyCancelledError(0, 0);
 
   const callbackSink = isCallbackSink(options.sink) ? options.sink : undefined;
-  const builtinSink = isCallbackSink(options.sink)
-    ? undefined
-    : withDefaults(options.sink, selection);
+  const builtinSink = isCallbackSink(options.sink) ? undefined : options.sink;
   const sinkThread = builtinSink && sinkThreadFor(builtinSink, options.writer);
   const writerThread = sinkThread === "worker";
   // Slots: the reads in flight, plus a queue for the sink. 8 queued slots (8 MiB) let the
@@ -504,15 +502,6 @@ async function writeOnMain(
   } finally {
     if (!written) writer.close(true);
   }
-}
-
-/**
- * A built-in sink with the engine's defaults filled in: a raw file written by an incremental
- * with `sync` is written `O_DIRECT` (see `RawSink.direct` in sink.ts).
- */
-function withDefaults(sink: BuiltinSink, selection: RangeSelection): BuiltinSink {
-  if (sink.type !== "raw" || sink.direct !== undefined) return sink;
-  return { ...sink, direct: selection === "dirty" && sink.sync === true };
 }
 
 /** The thread that writes a built-in sink: the one asked for, or the measured best. */

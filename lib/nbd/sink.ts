@@ -20,15 +20,6 @@ export interface RawSink {
    * like `qemu-img convert`; nbdcopy always syncs).
    */
   sync?: boolean;
-  /**
-   * Write aligned ranges with `O_DIRECT`, from the copy buffer straight to the disk, past the
-   * page cache (unaligned ranges, and filesystems without `O_DIRECT`, are written as usual).
-   * Default: on for an incremental copy (dirty ranges) with `sync`, off otherwise. Measured
-   * here (docs/nbd.md): an incremental onto the previous full copy takes ~8% less time with
-   * it, a full copy into a new sparse file ~6% more (buffered writes with streaming writeback
-   * let the filesystem allocate each extent once, and keep several writes in flight).
-   */
-  direct?: boolean;
 }
 
 /** A writable NBD export at least as large as the source, e.g. `qemu-nbd` serving a qcow2. */
@@ -109,10 +100,7 @@ export function isCallbackSink(sink: CopySink): sink is CallbackSink {
  * console.assert(rawSink("/tmp/disk.raw").type === "raw");
  * ```
  */
-export function rawSink(
-  path: string,
-  options: { sync?: boolean; direct?: boolean } = {},
-): RawSink {
+export function rawSink(path: string, options: { sync?: boolean } = {}): RawSink {
   return { type: "raw", path, ...options };
 }
 

@@ -31,12 +31,6 @@ const SEEK_END = 2;
  * waited for and dropped from the page cache.
  */
 const WRITEBACK_WINDOW = 16;
-/**
- * What `O_DIRECT` writes must be aligned to (memory, offset, length): the logical block size,
- * 512 or 4096 bytes on the disks volt meets; 4096 covers both.
- */
-const DIRECT_ALIGN = 4096;
-const EINVAL = 22;
 
 /** A built-in sink, driven slot by slot from the writer thread. */
 export interface SlotWriter {
@@ -62,7 +56,7 @@ export interface SlotWriter {
 export function openSlotWriter(sink: BuiltinSink, size: number, requestSize: number): SlotWriter {
   switch (sink.type) {
     case "raw":
-      return new RawWriter(sink.path, size, requestSize, sink.sync ?? false, sink.direct ?? false);
+      return new RawWriter(sink.path, size, requestSize, sink.sync ?? false);
     case "nbd":
       return new NbdWriter(sink, size, requestSize);
     case "null":
@@ -91,17 +85,12 @@ function writeFailed(what: string, offset: number, length: number, detail: strin
   return new VoltError(`writing ${length} bytes at offset ${offset} to ${what} failed: ${detail}`);
 }
 
-/**
- * A raw file or block device written with `pwrite` from slot memory: through the page cache,
- * or with `direct` aligned ranges through a second descriptor opened `O_DIRECT`.
- */
+/** A raw file or block device written with `pwrite` from slot memory. */
 class RawWriter implements SlotWriter {
   readonly initiallyZero: boolean;
   readonly handles: NbdHandle[] = [];
   #path: string;
   #fd: number;
-  /** The `O_DIRECT` descriptor (-1: none, or the filesystem refused a direct write). */
-  #directFd = -1;
   #created: boolean;
   #sync: boolean;
   #zeroBuffer: CPointer | null = null;
@@ -111,7 +100,7 @@ class RawWriter implements SlotWriter {
   #behind: { offset: number; length: number }[] = [];
   #streaming: boolean;
 
-  constructor(path: string, size: number, requestSize: number, sync: boolean, direct: boolean) {
+  constructor(path: string, size: number, requestSize: number, sync: boolean) {
     this.#path = path;
     this.#sync = sync;
     this.#streaming = sync;
@@ -143,9 +132,6 @@ class RawWriter implements SlotWriter {
         }
         this.initiallyZero = false;
       }
-      // A filesystem without O_DIRECT (tmpfs before Linux 6.6) refuses the open: then every
-      // write goes through the page cache.
-      if (direct) this.#directFd = lib.open(cstr(path), O.WRONLY | O.CLOEXEC | O.DIRECT, 0);
     } catch (err) {
       this.close(true);
       throw err;
@@ -159,7 +145,6 @@ class RawWriter implements SlotWriter {
   }
 
   #write(data: CPointer, offset: number, length: number): void {
-    if (this.#directFd >= 0 && this.#writeDirect(data, offset, length)) return;
     const lib = libc();
     let done = 0;
     while (done < length) {
@@ -174,36 +159,6 @@ class RawWriter implements SlotWriter {
       done += n;
     }
     if (this.#streaming) this.#writeback(offset, length);
-  }
-
-  /**
-   * Writes an aligned range with `O_DIRECT`; false (nothing written) when the range is not
-   * aligned, or when the filesystem refuses direct writes after all (EINVAL: then no more
-   * are tried).
-   */
-  #writeDirect(data: CPointer, offset: number, length: number): boolean {
-    const address = Number(Deno.UnsafePointer.value(data));
-    const aligned = (n: number) => n % DIRECT_ALIGN === 0;
-    if (!aligned(address) || !aligned(offset) || !aligned(length)) return false;
-    const lib = libc();
-    let done = 0;
-    while (done < length) {
-      const p = done === 0 ? data : Deno.UnsafePointer.offset(data, done)!;
-      const n = Number(lib.pwrite(this.#directFd, p, BigInt(length - done), BigInt(offset + done)));
-      if (n < 0) {
-        const code = errno();
-        if (code === 4) continue; // EINTR
-        if (code === EINVAL && done === 0) {
-          lib.close(this.#directFd);
-          this.#directFd = -1;
-          return false;
-        }
-        throw writeFailed(this.#path, offset, length, strerror(code));
-      }
-      if (n === 0) throw writeFailed(this.#path, offset, length, "no progress");
-      done += n;
-    }
-    return true;
   }
 
   /**
@@ -266,16 +221,12 @@ class RawWriter implements SlotWriter {
     }
     const fd = this.#fd;
     this.#fd = -1;
-    if (this.#directFd >= 0) libc().close(this.#directFd);
-    this.#directFd = -1;
     if (libc().close(fd) < 0) throw new OsCallError(`close ${this.#path}`, errno());
   }
 
   close(failed: boolean): void {
     if (this.#fd >= 0) libc().close(this.#fd);
     this.#fd = -1;
-    if (this.#directFd >= 0) libc().close(this.#directFd);
-    this.#directFd = -1;
     if (this.#zeroBuffer) libc().free(this.#zeroBuffer);
     this.#zeroBuffer = null;
     if (failed && this.#created) {
