@@ -1,9 +1,11 @@
 /**
  * Binding a library's symbols when they are used. `Deno.dlopen` binds every symbol it is given
- * (~70 µs each here, measured, whether bound in one call or one by one), and each Worker binds
- * its own: the copy engine's reader needs ~30 of the ~65 libnbd and libc functions volt
- * declares, on the path every copy waits for, and a thread that calls one more function at the
- * end (the main thread's `close`) should pay for that one, not for all the others.
+ * (~70 µs each in one call here, measured; a call for one symbol alone costs 150 to 480 µs in
+ * a running program), and each Worker binds its own. So the symbols a thread surely needs are
+ * bound in one call when it opens the library (the copy engine's reader: ~30 of the ~65
+ * libnbd and libc functions volt declares, on the path every copy waits for), and any other
+ * one alone on its first use: the main thread's closing `close()` binds `close`, not the ~30
+ * others it would have bound with it.
  *
  * @module
  */
