@@ -7,51 +7,18 @@
  */
 
 import { type CommandSpec, stringOpt } from "../cli/command.ts";
-import { VoltError } from "../errors.ts";
-import type { VolumeAttribute } from "../../plugins/api.ts";
-import type { Storages, VolumeHandle } from "../storage/storages.ts";
+import type { Storages } from "../storage/storages.ts";
+import { readBackupAttribute, writeBackupAttribute } from "./backup_attributes.ts";
 import { storagesFromArgs } from "./common.ts";
-
-/** What each attribute is called in messages. */
-const ATTRIBUTE_NAMES: Record<VolumeAttribute, string> = {
-  notes: "notes",
-  protected: "protection",
-};
-
-/**
- * Resolves a backup volume whose storage plugin can read and change `attribute`; one clear
- * error otherwise (`storage 'x' (type y) does not support notes`, not a backup).
- */
-export async function attributeVolume(
-  storages: Storages,
-  volid: string,
-  attribute: VolumeAttribute,
-): Promise<VolumeHandle> {
-  const v = await storages.volume(volid);
-  if (!v.plugin.getVolumeAttribute || !v.plugin.updateVolumeAttribute) {
-    throw new VoltError(
-      `storage '${v.storage.id}' (type ${v.storage.type}) does not support ` +
-        ATTRIBUTE_NAMES[attribute],
-    );
-  }
-  if (v.name.vtype !== "backup") {
-    throw new VoltError(
-      `'${v.volid}' is not a backup: only backups have ${ATTRIBUTE_NAMES[attribute]}`,
-    );
-  }
-  return v;
-}
 
 /** The notes of a backup (empty when it has none). */
 export async function runGetNotes(storages: Storages, volid: string): Promise<string> {
-  const v = await attributeVolume(storages, volid, "notes");
-  return String(await v.plugin.getVolumeAttribute!(v.storage, v.volname, "notes"));
+  return String(await readBackupAttribute(storages, volid, "notes"));
 }
 
 /** Replaces the notes of a backup; empty text removes them. */
-export async function runSetNotes(storages: Storages, volid: string, text: string): Promise<void> {
-  const v = await attributeVolume(storages, volid, "notes");
-  await v.plugin.updateVolumeAttribute!(v.storage, v.volname, "notes", text);
+export function runSetNotes(storages: Storages, volid: string, text: string): Promise<void> {
+  return writeBackupAttribute(storages, volid, "notes", text);
 }
 
 /** `volt notes`. */

@@ -9,23 +9,21 @@
 import type { CommandSpec } from "../cli/command.ts";
 import { UsageError } from "../errors.ts";
 import type { Storages } from "../storage/storages.ts";
+import { readBackupAttribute, writeBackupAttribute } from "./backup_attributes.ts";
 import { storagesFromArgs } from "./common.ts";
-import { attributeVolume } from "./notes.ts";
 
 /** Whether a backup is protected. */
 export async function runGetProtected(storages: Storages, volid: string): Promise<boolean> {
-  const v = await attributeVolume(storages, volid, "protected");
-  return await v.plugin.getVolumeAttribute!(v.storage, v.volname, "protected") === true;
+  return await readBackupAttribute(storages, volid, "protected") === true;
 }
 
 /** Protects a backup or removes its protection. */
-export async function runSetProtected(
+export function runSetProtected(
   storages: Storages,
   volid: string,
   value: boolean,
 ): Promise<void> {
-  const v = await attributeVolume(storages, volid, "protected");
-  await v.plugin.updateVolumeAttribute!(v.storage, v.volname, "protected", value);
+  return writeBackupAttribute(storages, volid, "protected", value);
 }
 
 /** `volt protect`. */
