@@ -92,3 +92,40 @@ export async function qemuNbd(args: string[], socket: string): Promise<() => Pro
     await child.status;
   };
 }
+
+/** One run timed by {@link timedRun}. */
+export interface TimedRun {
+  /** Wall time. */
+  seconds: number;
+  /** User + system CPU seconds. */
+  cpu: number;
+  /** Peak resident set size. */
+  rssKiB: number;
+  stdout: string;
+}
+
+/**
+ * Runs argv under `/usr/bin/time` (its report goes to `scratch/time.txt`): wall time, CPU
+ * time, peak RSS and stdout. Throws with the command's stderr when it fails.
+ */
+export async function timedRun(
+  argv: string[],
+  scratch: string,
+  env?: Record<string, string>,
+): Promise<TimedRun> {
+  const timeFile = `${scratch}/time.txt`;
+  const t0 = performance.now();
+  const out = await new Deno.Command("/usr/bin/time", {
+    args: ["-f", "%U %S %M", "-o", timeFile, ...argv],
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const seconds = (performance.now() - t0) / 1000;
+  if (out.code !== 0) {
+    throw new Error(`${argv.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`);
+  }
+  const [user, sys, rss] = (await Deno.readTextFile(timeFile)).trim().split("\n").at(-1)!
+    .split(" ").map(Number);
+  return { seconds, cpu: user + sys, rssKiB: rss, stdout: new TextDecoder().decode(out.stdout) };
+}

@@ -35,7 +35,16 @@
 
 import { parseArgs } from "node:util";
 import { fileDigest } from "../../lib/backup/checksum.ts";
-import { exec, median, prng, qemuIo, qemuNbd, scatteredWrites } from "./_common.ts";
+import {
+  exec,
+  median,
+  prng,
+  qemuIo,
+  qemuNbd,
+  scatteredWrites,
+  type TimedRun,
+  timedRun,
+} from "./_common.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const MiB = 2 ** 20;
@@ -56,28 +65,7 @@ const dataBytes = Math.round(Number(values["data-gib"]) * GiB);
 const dirtyBytes = Math.round(size * Number(values["dirty-percent"]) / 100);
 
 /** One timed run. */
-interface Sample {
-  seconds: number;
-  rssKiB: number;
-}
-
-/** Runs argv under `/usr/bin/time`: wall time and peak RSS. */
-async function timed(argv: string[], env: Record<string, string>, scratch: string) {
-  const timeFile = `${scratch}/time.txt`;
-  const t0 = performance.now();
-  const out = await new Deno.Command("/usr/bin/time", {
-    args: ["-f", "%M", "-o", timeFile, ...argv],
-    env,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const seconds = (performance.now() - t0) / 1000;
-  if (out.code !== 0) {
-    throw new Error(`${argv.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`);
-  }
-  const rssKiB = Number((await Deno.readTextFile(timeFile)).trim().split("\n").at(-1));
-  return { seconds, rssKiB, stdout: new TextDecoder().decode(out.stdout) };
-}
+type Sample = Pick<TimedRun, "seconds" | "rssKiB">;
 
 /** Syncs and removes paths (untimed, between runs). */
 async function settle(paths: string[]): Promise<void> {
@@ -179,7 +167,7 @@ async function main(): Promise<void> {
 
   const voltFull: Run = {
     name: "volt backup --mode full",
-    run: () => timed(volt(...backupArgs, "--mode", "full"), env, dir),
+    run: () => timedRun(volt(...backupArgs, "--mode", "full"), dir, env),
     after: async () => {
       await exec("sync", []);
       await resetStorage();
@@ -195,7 +183,7 @@ async function main(): Promise<void> {
     {
       name: "qemu-img create + qemu-nbd + nbdcopy --flush",
       run: () =>
-        timed(
+        timedRun(
           [
             "bash",
             "-c",
@@ -204,22 +192,22 @@ async function main(): Promise<void> {
             `while [ ! -S '${dstSock}' ]; do sleep 0.01; done; ` +
             `nbdcopy --flush '${srcUri}' 'nbd+unix:///?socket=${dstSock}'; kill $pid; wait $pid || true`,
           ],
-          env,
           dir,
+          env,
         ).then((s) => ({ ...s, rssKiB: 0 })),
       after: () => settle([out, dstSock]),
     },
     {
       name: "qemu-img convert -W -O qcow2 + sync",
       run: () =>
-        timed(
+        timedRun(
           [
             "bash",
             "-c",
             `qemu-img convert -q -W -f raw -O qcow2 '${srcUri}' '${out}' && sync '${out}'`,
           ],
-          env,
           dir,
+          env,
         ).then((s) => ({ ...s, rssKiB: 0 })),
       after: () => settle([out]),
     },
@@ -229,7 +217,7 @@ async function main(): Promise<void> {
     voltFull,
     {
       name: "volt backup (incremental)",
-      run: () => timed(volt(...backupArgs), env, dir),
+      run: () => timedRun(volt(...backupArgs), dir, env),
       after: async () => {
         await exec("sync", []);
         await resetStorage();
@@ -253,20 +241,20 @@ async function main(): Promise<void> {
   await series(RESTORE, [
     {
       name: "volt restore",
-      run: () => timed(volt("restore", inc.volid, "300", "--storage", "local"), env, dir),
+      run: () => timedRun(volt("restore", inc.volid, "300", "--storage", "local"), dir, env),
       after: cleanRestore,
     },
     {
       name: "qemu-img convert -O raw",
       run: () =>
-        timed(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", chainTop, raw], env, dir)
+        timedRun(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", chainTop, raw], dir, env)
           .then((s) => ({ ...s, rssKiB: 0 })),
       after: () => settle([raw]),
     },
     {
       name: "qemu-img convert -W -O raw",
       run: () =>
-        timed(["qemu-img", "convert", "-W", "-f", "qcow2", "-O", "raw", chainTop, raw], env, dir)
+        timedRun(["qemu-img", "convert", "-W", "-f", "qcow2", "-O", "raw", chainTop, raw], dir, env)
           .then((s) => ({ ...s, rssKiB: 0 })),
       after: () => settle([raw]),
     },

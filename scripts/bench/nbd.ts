@@ -28,7 +28,16 @@
  */
 
 import { parseArgs } from "node:util";
-import { exec, median, prng, qemuIo, qemuNbd, scatteredWrites } from "./_common.ts";
+import {
+  exec,
+  median,
+  prng,
+  qemuIo,
+  qemuNbd,
+  scatteredWrites,
+  type TimedRun,
+  timedRun,
+} from "./_common.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const MiB = 2 ** 20;
@@ -37,13 +46,7 @@ const NBDCOPY_TIZ = "nbdcopy --flush --target-is-zero";
 const FIXED = "same, 1 MiB dirty (fixed cost)";
 const GiB = 2 ** 30;
 
-/** One timed run of a command. */
-interface Sample {
-  seconds: number;
-  cpu: number;
-  rssKiB: number;
-  stdout: string;
-}
+type Sample = TimedRun;
 
 /** A command to time: argv, plus work to do (untimed) before and after it. */
 interface Contender {
@@ -51,24 +54,6 @@ interface Contender {
   argv: () => string[];
   before?: () => Promise<void>;
   after?: (s: Sample) => Promise<void>;
-}
-
-/** Runs argv under `/usr/bin/time`, returning wall time, CPU time and peak RSS. */
-async function timed(argv: string[], scratch: string): Promise<Sample> {
-  const timeFile = `${scratch}/time.txt`;
-  const t0 = performance.now();
-  const out = await new Deno.Command("/usr/bin/time", {
-    args: ["-f", "%U %S %M", "-o", timeFile, ...argv],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const seconds = (performance.now() - t0) / 1000;
-  if (out.code !== 0) {
-    throw new Error(`${argv.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`);
-  }
-  const [user, sys, rss] = (await Deno.readTextFile(timeFile)).trim().split("\n").at(-1)!
-    .split(" ").map(Number);
-  return { seconds, cpu: user + sys, rssKiB: rss, stdout: new TextDecoder().decode(out.stdout) };
 }
 
 /** Runs the benchmark and prints the table. */
@@ -266,7 +251,7 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
           // qcow2 group leaves gigabytes behind; a deleted output frees its blocks): the
           // disk is quiet for each, as each leaves its output on disk.
           await exec("sync", []);
-          const s = await timed(c.argv(), dir);
+          const s = await timedRun(c.argv(), dir);
           await c.after?.(s);
           if (!warm) samples.set(c.name, [...(samples.get(c.name) ?? []), s]);
         }
