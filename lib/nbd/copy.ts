@@ -23,6 +23,7 @@ import {
   createEventFd,
   Doorbell,
   SLOT_DATA,
+  slotPointers,
   trace,
 } from "./copy_shared.ts";
 import type { ReaderConnected, ReaderStart, WorkerMessage, WriterStart } from "./copy_messages.ts";
@@ -487,10 +488,7 @@ async function writeOnMain(
   let written = false;
   try {
     trace("main: sink open");
-    const slotPtr: CPointer[] = [];
-    for (let i = 0; i < shared.slots; i++) {
-      slotPtr.push(Deno.UnsafePointer.offset(buffer!, i * requestSize)!);
-    }
+    const slotPtr = slotPointers(buffer!, shared.slots, requestSize);
     await consume(shared, readerBell, (slot, kind, offset, length) => {
       writer.submit(slot, kind, offset, length, slotPtr[slot]);
     });

@@ -21,6 +21,7 @@ import {
   type Setup,
   SLOT_DATA,
   SLOT_ZERO,
+  slotPointers,
   trace,
 } from "./copy_shared.ts";
 import type { ReaderStart, WorkerScope } from "./copy_messages.ts";
@@ -147,7 +148,7 @@ class ReadLoop {
   readonly #bell: Doorbell;
   readonly #consumer: Doorbell;
   readonly #uri = sourceUri(start.source);
-  readonly #slotPtr: CPointer[] = [];
+  readonly #slotPtr: CPointer[];
   /** A block of zeros to compare reads with (null: no zero detection, or not yet). */
   #zeros: CPointer | null = null;
   readonly #handles: NbdHandle[];
@@ -173,10 +174,11 @@ class ReadLoop {
     this.#shared = shared;
     this.#bell = new Doorbell(setup.readerBell);
     this.#consumer = new Doorbell(setup.consumerBell);
-    const base = Deno.UnsafePointer.create(setup.buffer)!;
-    for (let i = 0; i < shared.slots; i++) {
-      this.#slotPtr.push(i === 0 ? base : Deno.UnsafePointer.offset(base, i * start.stride)!);
-    }
+    this.#slotPtr = slotPointers(
+      Deno.UnsafePointer.create(setup.buffer)!,
+      shared.slots,
+      start.stride,
+    );
     this.#handles = [...connections.map((c) => c.h), ...(inline?.handles ?? [])];
     this.#initiallyZero = start.initiallyZero ?? inline?.initiallyZero;
     this.#requests = splitRequests(ranges, requestSize, ZERO_CHUNK);

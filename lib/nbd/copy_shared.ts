@@ -14,6 +14,7 @@
  * @module
  */
 
+import type { CPointer } from "../../ffi/nbd_handle.ts";
 import { libc } from "../../ffi/libc.ts";
 import type { Stop, WorkerScope } from "./copy_messages.ts";
 
@@ -423,6 +424,15 @@ let tracing: boolean | undefined;
 /** Makes {@link trace} count from `origin` (a Worker: the main thread's `timeOrigin`). */
 export function setTraceOrigin(origin: number): void {
   traceOrigin = origin;
+}
+
+/** Where each slot starts in the data buffer: slot `i` at `buffer + i × stride`. */
+export function slotPointers(buffer: CPointer, slots: number, stride: number): CPointer[] {
+  const pointers: CPointer[] = [];
+  for (let i = 0; i < slots; i++) {
+    pointers.push(i === 0 ? buffer : Deno.UnsafePointer.offset(buffer, i * stride)!);
+  }
+  return pointers;
 }
 
 /**

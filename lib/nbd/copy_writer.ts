@@ -18,6 +18,7 @@ import {
   serveCopyWorker,
   type Setup,
   SLOT_DATA,
+  slotPointers,
   trace,
 } from "./copy_shared.ts";
 import type { WorkerScope, WriterStart } from "./copy_messages.ts";
@@ -63,7 +64,7 @@ class WriteLoop {
   readonly #shared: CopyShared;
   readonly #bell: Doorbell;
   readonly #reader: Doorbell;
-  readonly #slotPtr: CPointer[] = [];
+  readonly #slotPtr: CPointer[];
   readonly #retired: number[] = [];
 
   constructor(w: SlotWriter, shared: CopyShared, setup: Setup) {
@@ -71,10 +72,11 @@ class WriteLoop {
     this.#shared = shared;
     this.#bell = new Doorbell(setup.consumerBell);
     this.#reader = new Doorbell(setup.readerBell);
-    const base = Deno.UnsafePointer.create(setup.buffer)!;
-    for (let i = 0; i < shared.slots; i++) {
-      this.#slotPtr.push(i === 0 ? base : Deno.UnsafePointer.offset(base, i * start.stride)!);
-    }
+    this.#slotPtr = slotPointers(
+      Deno.UnsafePointer.create(setup.buffer)!,
+      shared.slots,
+      start.stride,
+    );
   }
 
   /** Writes until the reader is done and every slot is written; throws on failure or abort. */
