@@ -122,6 +122,51 @@ Deno.test("a full copy writes holes as holes: the raw file stays sparse", async 
   assert.ok(await imagesEqual(disk, "qcow2", out, "raw"));
 });
 
+/** How many bytes of `path` are in the page cache (`mmap` + `mincore`). */
+function residentBytes(path: string): number {
+  const libc = Deno.dlopen("libc.so.6", {
+    open: { parameters: ["buffer", "i32"], result: "i32" },
+    close: { parameters: ["i32"], result: "i32" },
+    mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
+    munmap: { parameters: ["pointer", "usize"], result: "i32" },
+    mincore: { parameters: ["pointer", "usize", "buffer"], result: "i32" },
+  });
+  const { open, close, mmap, munmap, mincore } = libc.symbols;
+  const size = Deno.statSync(path).size;
+  const fd = open(new TextEncoder().encode(`${path}\0`), 0 /* O_RDONLY */);
+  assert.ok(fd >= 0, `open ${path}`);
+  try {
+    const PROT_READ = 1;
+    const MAP_SHARED = 1;
+    const map = mmap(null, BigInt(size), PROT_READ, MAP_SHARED, fd, 0n);
+    assert.ok(map && Deno.UnsafePointer.value(map) !== 2n ** 64n - 1n, "mmap");
+    try {
+      const pages = new Uint8Array(Math.ceil(size / 4096));
+      assert.equal(mincore(map, BigInt(size), pages), 0, "mincore");
+      return pages.reduce((n, p) => n + (p & 1), 0) * 4096;
+    } finally {
+      munmap(map, BigInt(size));
+    }
+  } finally {
+    close(fd);
+    libc.close();
+  }
+}
+
+Deno.test("a raw copy writes back as it goes and leaves no page cache behind, without --sync too", async () => {
+  await using dir = new TempDir();
+  const disk = await buildImage(dir.join("d.qcow2"), 96 * MiB, ["write -P 5 0 80M"]);
+  await using server = await startQemuNbd(disk, { readOnly: true });
+  const out = dir.join("out.raw");
+  const stats = await cliCopy(server.uri, out);
+  assert.equal(stats.bytesWritten, 80 * MiB);
+  // At most the last 16 ranges of 1 MiB are still on their way: the copy's data does not
+  // fill memory (nor push the host's own cache out), as nbdcopy does it.
+  const resident = residentBytes(out);
+  assert.ok(resident <= 24 * MiB, `${resident / MiB} MiB of the copy stayed in the page cache`);
+  assert.ok(await imagesEqual(disk, "qcow2", out, "raw"));
+});
+
 Deno.test("all-zero data blocks are detected and not written", async () => {
   await using dir = new TempDir();
   const disk = await buildImage(dir.join("d.qcow2"), 8 * MiB, [
