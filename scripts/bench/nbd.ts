@@ -16,7 +16,8 @@
  *   `nbdcopy --flush` (volt flushes the target at the end; nbdcopy only with --flush), and
  *   `nbdcopy --flush --target-is-zero` (volt finds out that a new target reads as zeros).
  * - incremental (dirty ranges of b0, applied on top of the full copy, `--sync`) vs the full
- *   copy, with the bytes read; and the same command on a second export whose bitmap marks
+ *   copy, with the bytes read; the same into `null:` against the full copy into `null:` (the
+ *   ratio without the disk); and the same command on a second export whose bitmap marks
  *   1 MiB: the fixed cost of any copy (process start, Workers, libnbd, connect, map).
  * - volt with `--depth 1` (one request at a time).
  * - peak RSS and CPU seconds per GiB of data (from `/usr/bin/time`).
@@ -44,6 +45,7 @@ const MiB = 2 ** 20;
 const QEMU_IMG = "qemu-img convert -W + sync";
 const NBDCOPY_TIZ = "nbdcopy --flush --target-is-zero";
 const FIXED = "same, 1 MiB dirty (fixed cost)";
+const INCREMENTAL_NULL = "volt --bitmap b0 null: (no disk)";
 const GiB = 2 ** 30;
 
 type Sample = TimedRun;
@@ -231,6 +233,10 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
             },
           },
           {
+            name: INCREMENTAL_NULL,
+            argv: () => volt("nbd", "copy", srcUri, "null:", "--bitmap", "b0"),
+          },
+          {
             name: FIXED,
             argv: () => volt("nbd", "copy", tinyUri, `${dir}/tiny.raw`, "--bitmap", "b0", "--sync"),
           },
@@ -306,6 +312,7 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
       ["into qcow2: volt / nbdcopy --flush", ratio("volt", "nbdcopy --flush"), "<= 1.0"],
       ["into qcow2: volt / nbdcopy --flush --target-is-zero", ratio("volt", NBDCOPY_TIZ), ""],
       ["incremental / full", ratio("volt --bitmap b0 --sync", "volt --sync"), "<= 0.25"],
+      ["incremental / full, read only (null sink)", ratio(INCREMENTAL_NULL, "volt null:"), ""],
       ["fixed cost (1 MiB dirty) / full", ratio(FIXED, "volt --sync"), ""],
       [
         "incremental / full, engine time (no process start-up)",
