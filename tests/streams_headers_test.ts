@@ -18,6 +18,7 @@ import { writeSparse } from "../lib/streams/sparse_writer.ts";
 import { closeFd, O, openFd } from "../lib/streams/fd.ts";
 import type { StreamChunk } from "../plugins/api.ts";
 import { TempDir } from "./helpers/volt.ts";
+import { residentBytes } from "./helpers/page_cache.ts";
 
 const enc = new TextEncoder();
 
@@ -168,6 +169,26 @@ Deno.test("sparse writer leaves zero blocks as holes and sets the length", async
   assert.deepEqual([...bytes.subarray(-3)], [1, 2, 3]);
   const st = Deno.statSync(path);
   assert.ok((st.blocks ?? 0) * 512 <= 4 * 4096, `allocated ${(st.blocks ?? 0) * 512}`);
+});
+
+Deno.test("sparse writer writes back as it goes: an import leaves no page cache behind", async () => {
+  await using tmp = new TempDir();
+  const path = tmp.join("out");
+  const fd = openFd(path, O.RDWR | O.CREAT, 0o644);
+  const MiB = 1 << 20;
+  async function* chunks() {
+    for (let i = 0; i < 64; i++) yield { data: new Uint8Array(MiB).fill(i + 1) };
+  }
+  try {
+    assert.equal(await writeSparse(fd, chunks()), 64 * MiB);
+  } finally {
+    closeFd(fd);
+  }
+  const resident = residentBytes(path);
+  assert.ok(resident <= 24 * MiB, `${resident / MiB} MiB of the import stayed in the page cache`);
+  const bytes = Deno.readFileSync(path);
+  assert.equal(bytes[0], 1);
+  assert.equal(bytes[64 * MiB - 1], 64);
 });
 
 Deno.test("sparse writer stops as soon as the payload exceeds maxBytes", async () => {

@@ -9,7 +9,8 @@
 
 import type { StreamChunk } from "../../plugins/api.ts";
 import { interrupted, pwriteAll, truncateFd } from "./fd.ts";
-import { sys, ZEROS } from "../../ffi/libc_fd.ts";
+import { OsCallError, sys, ZEROS } from "../../ffi/libc_fd.ts";
+import { StreamingWriteback } from "../writeback.ts";
 
 /** Granularity of hole detection: one file-system block. */
 export const SPARSE_BLOCK = 4096;
@@ -41,7 +42,9 @@ const BLOCK_BIG = BigInt(SPARSE_BLOCK);
  * Writes `chunks` into the open file `fd` from offset 0, leaving zero blocks as holes, and
  * sets the file's length to the number of bytes written, which it returns. Where nothing is
  * written the file must already read as zeros: a new file, a new raw image, or one cleared
- * with `clearFile` (not truncated to 0 first: see there).
+ * with `clearFile` (not truncated to 0 first: see there). The data goes to disk as it is
+ * written and leaves the page cache behind it (`StreamingWriteback`): an import of a large
+ * volume does not fill memory with dirty pages.
  *
  * @example
  * ```ts
@@ -64,6 +67,15 @@ export async function writeSparse(
 ): Promise<number> {
   const { maxBytes, signal } = options;
   const libc = sys();
+  const writeback = new StreamingWriteback(
+    fd,
+    (offset, length, code) =>
+      new OsCallError(`writing back ${length} bytes at offset ${offset}`, code),
+  );
+  const write = (bytes: Uint8Array, offset: number) => {
+    pwriteAll(fd, bytes, offset);
+    writeback.written(offset, bytes.length);
+  };
   let pos = 0;
   for await (const chunk of chunks) {
     if (signal?.aborted) throw interrupted(signal);
@@ -95,14 +107,15 @@ export async function writeSparse(
       ) === 0;
       if (!zero && run < 0) run = i;
       if (zero && run >= 0) {
-        pwriteAll(fd, buf.subarray(run, i), pos + run);
+        write(buf.subarray(run, i), pos + run);
         run = -1;
       }
       i = end;
     }
-    if (run >= 0) pwriteAll(fd, buf.subarray(run, length), pos + run);
+    if (run >= 0) write(buf.subarray(run, length), pos + run);
     pos += length;
   }
+  writeback.settleAll();
   truncateFd(fd, pos);
   return pos;
 }
