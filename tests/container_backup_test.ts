@@ -13,7 +13,7 @@ import { rewriteContainerConfig } from "../lib/backup/guest_config.ts";
 import { parseManifest } from "../lib/backup/manifest.ts";
 import { runRestore } from "../lib/backup/restore.ts";
 import { Storages } from "../lib/storage/storages.ts";
-import { type BackupEnv, backupEnv, dirNames, listVolumes } from "./helpers/backup.ts";
+import { type BackupEnv, backupEnv, dirNames, flipByte, listVolumes } from "./helpers/backup.ts";
 import {
   archiveMembers,
   buildContainerTree,
@@ -275,16 +275,7 @@ Deno.test({
     assert.equal(ok.code, 0, ok.stderr);
 
     const size = (await Deno.stat(archive)).size;
-    {
-      using f = await Deno.open(archive, { read: true, write: true });
-      const at = Math.floor(size / 2);
-      const byte = new Uint8Array(1);
-      await f.seek(at, Deno.SeekMode.Start);
-      await f.read(byte);
-      byte[0] ^= 0x01;
-      await f.seek(at, Deno.SeekMode.Start);
-      await f.write(byte);
-    }
+    await flipByte(archive, Math.floor(size / 2));
     const bad = await volt(["verify", volid], { env: e.env });
     assert.equal(bad.code, 1);
     assert.match(
