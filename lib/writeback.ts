@@ -16,6 +16,8 @@
 import { errno, libc, POSIX_FADV_DONTNEED, SYNC_FILE_RANGE } from "../ffi/libc.ts";
 
 const MiB = 1024 * 1024;
+/** How much may be on its way to disk before the oldest range is waited for and dropped. */
+const WINDOW = 16 * MiB;
 
 /** Builds the error for a range whose writeback failed (an I/O error, with its errno). */
 export type WritebackFailure = (offset: number, length: number, errno: number) => Error;
@@ -35,12 +37,11 @@ export type WritebackFailure = (offset: number, length: number, errno: number) =
  * wb.written(0, 8192);
  * wb.settleAll(); // on disk, and out of the page cache
  * libc().close(fd);
- * console.assert(wb.active && Deno.statSync(path).size === 8192);
+ * console.assert(Deno.statSync(path).size === 8192);
  * ```
  */
 export class StreamingWriteback {
   readonly #fd: number;
-  readonly #window: number;
   readonly #failed: WritebackFailure;
   /** Written, contiguous, not yet handed to the disk. */
   #pendingStart = 0;
@@ -48,22 +49,16 @@ export class StreamingWriteback {
   /** Handed to the disk, not yet waited for: oldest first. */
   readonly #behind: { offset: number; length: number }[] = [];
   #behindBytes = 0;
+  /** false where the file system cannot do it: the kernel then writes back on its own. */
   #active = true;
 
   /**
    * @param fd the open file (a regular file or a block device)
    * @param failed the error to throw when waiting for a range reports an I/O error
-   * @param windowBytes how much may be on its way to disk before the oldest is waited for
    */
-  constructor(fd: number, failed: WritebackFailure, windowBytes = 16 * MiB) {
+  constructor(fd: number, failed: WritebackFailure) {
     this.#fd = fd;
     this.#failed = failed;
-    this.#window = windowBytes;
-  }
-
-  /** false where the file system cannot do it: the kernel then writes back on its own. */
-  get active(): boolean {
-    return this.#active;
   }
 
   /** Records `[offset, offset + length)` as written; neighbours are joined up to 1 MiB. */
@@ -103,7 +98,7 @@ export class StreamingWriteback {
     }
     this.#behind.push({ offset, length });
     this.#behindBytes += length;
-    while (this.#behindBytes > this.#window && this.#behind.length > 1) this.#settle();
+    while (this.#behindBytes > WINDOW && this.#behind.length > 1) this.#settle();
   }
 
   #settle(): void {
