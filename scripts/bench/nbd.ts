@@ -19,6 +19,8 @@
  *   copy, with the bytes read; the same into `null:` against the full copy into `null:` (the
  *   ratio without the disk); and the same command on a second export whose bitmap marks
  *   1 MiB: the fixed cost of any copy (process start, Workers, libnbd, connect, map).
+ * - the floor under any incremental on this runtime (`nbd_floor.ts`): a Deno program with no
+ *   volt code, one Worker and a bare libnbd loop, reading the same dirty ranges into memory.
  * - volt with `--depth 1` (one request at a time).
  * - peak RSS and CPU seconds per GiB of data (from `/usr/bin/time`).
  * - after the rounds, one incremental with `VOLT_NBD_TRACE=1`: where its time goes.
@@ -46,6 +48,8 @@ const QEMU_IMG = "qemu-img convert -W + sync";
 const NBDCOPY_TIZ = "nbdcopy --flush --target-is-zero";
 const FIXED = "same, 1 MiB dirty (fixed cost)";
 const INCREMENTAL_NULL = "volt --bitmap b0 null: (no disk)";
+const FLOOR = "floor: Deno + Worker + libnbd, no volt";
+const FLOOR_SCRIPT = new URL("./nbd_floor.ts", import.meta.url).pathname;
 const GiB = 2 ** 30;
 
 type Sample = TimedRun;
@@ -107,10 +111,16 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
         "--output-format",
         "json",
       ]),
-    ) as { length: number; allocated: boolean; zero: boolean; dirty: boolean }[];
+    ) as { offset: number; length: number; allocated: boolean; zero: boolean; dirty: boolean }[];
     const data = map.filter((e) => !e.zero).reduce((n, e) => n + e.length, 0);
     const dirty = map.filter((e) => e.dirty).reduce((n, e) => n + e.length, 0);
     const extents = map.filter((e) => !e.zero).length;
+    // The dirty ranges, for the floor program (which reads no map).
+    const rangesFile = `${dir}/dirty.json`;
+    await Deno.writeTextFile(
+      rangesFile,
+      JSON.stringify(map.filter((e) => e.dirty).map((e) => [e.offset, e.length])),
+    );
     console.log(
       `source: ${(data / GiB).toFixed(2)} GiB data in ${extents} extents, ` +
         `${(dirty / MiB).toFixed(0)} MiB dirty; qemu-nbd -r -B b0 (no multi-conn)`,
@@ -237,6 +247,10 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
             argv: () => volt("nbd", "copy", srcUri, "null:", "--bitmap", "b0"),
           },
           {
+            name: FLOOR,
+            argv: () => [Deno.execPath(), "run", "-A", FLOOR_SCRIPT, srcUri, rangesFile],
+          },
+          {
             name: FIXED,
             argv: () => volt("nbd", "copy", tinyUri, `${dir}/tiny.raw`, "--bitmap", "b0", "--sync"),
           },
@@ -314,6 +328,19 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
       ["incremental / full", ratio("volt --bitmap b0 --sync", "volt --sync"), "<= 0.25"],
       ["incremental / full, read only (null sink)", ratio(INCREMENTAL_NULL, "volt null:"), ""],
       ["fixed cost (1 MiB dirty) / full", ratio(FIXED, "volt --sync"), ""],
+      // The runtime's floor: a Deno program with no volt code reading the dirty ranges.
+      ["floor (no volt, into memory) / full into null:", ratio(FLOOR, "volt null:"), ""],
+      [
+        "floor + volt's cost of the disk / full",
+        ((t(FLOOR) + t("volt --bitmap b0 --sync") - t(INCREMENTAL_NULL)) / t("volt --sync"))
+          .toFixed(2),
+        "",
+      ],
+      [
+        "volt's own cost above the floor, ms (into null:)",
+        ((t(INCREMENTAL_NULL) - t(FLOOR)) * 1000).toFixed(0),
+        "",
+      ],
       [
         "incremental / full, engine time (no process start-up)",
         (median(engine.incremental.slice(1)) / median(engine.full.slice(1))).toFixed(2),
