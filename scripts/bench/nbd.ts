@@ -19,7 +19,7 @@
  *   copy, with the bytes read; the same into `null:` against the full copy into `null:` (the
  *   ratio without the disk); and the same command on a second export whose bitmap marks
  *   1 MiB: the fixed cost of any copy (process start, Workers, libnbd, connect, map).
- * - the floor under any incremental on this runtime (`nbd_floor.ts`): a Deno program with no
+ * - the floor under any incremental on this runtime (`_nbd_floor.ts`): a Deno program with no
  *   volt code, one Worker and a bare libnbd loop, reading the same dirty ranges into memory.
  * - volt with `--depth 1` (one request at a time).
  * - peak RSS and CPU seconds per GiB of data (from `/usr/bin/time`).
@@ -49,7 +49,7 @@ const NBDCOPY_TIZ = "nbdcopy --flush --target-is-zero";
 const FIXED = "same, 1 MiB dirty (fixed cost)";
 const INCREMENTAL_NULL = "volt --bitmap b0 null: (no disk)";
 const FLOOR = "floor: Deno + Worker + libnbd, no volt";
-const FLOOR_SCRIPT = new URL("./nbd_floor.ts", import.meta.url).pathname;
+const FLOOR_SCRIPT = new URL("./_nbd_floor.ts", import.meta.url).pathname;
 const GiB = 2 ** 30;
 
 type Sample = TimedRun;

@@ -1,5 +1,5 @@
 /**
- * The Worker of `nbd_floor.ts`: a bare libnbd read loop (1 MiB requests, 4 in flight on one
+ * The Worker of `_nbd_floor.ts`: a bare libnbd read loop (1 MiB requests, 4 in flight on one
  * connection, `nbd_poll` while none has completed). Deliberately not volt's binding
  * (`ffi/libnbd.ts`) nor its engine: this measures what is left without them.
  *

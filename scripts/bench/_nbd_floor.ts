@@ -7,14 +7,14 @@
  * written. What volt's incremental takes above this is volt's own cost (its modules, the
  * map, the sink); what this takes is the runtime's and the server's.
  *
- * Usage: `deno run -A scripts/bench/nbd_floor.ts URI RANGES_JSON` where RANGES_JSON holds
+ * Usage: `deno run -A scripts/bench/_nbd_floor.ts URI RANGES_JSON` where RANGES_JSON holds
  * `[[offset, length], ...]`; prints the bytes read.
  *
  * @module
  */
 
 const [uri, rangesFile] = Deno.args;
-const reader = new Worker(new URL("./nbd_floor_reader.ts", import.meta.url).href, {
+const reader = new Worker(new URL("./_nbd_floor_reader.ts", import.meta.url).href, {
   type: "module",
 });
 reader.onmessage = (e: MessageEvent<{ bytes?: number; error?: string }>) => {
