@@ -346,6 +346,34 @@ Deno.test("an import killed half way (SIGTERM) frees the volume and says so", as
   assertNoImages(env);
 });
 
+Deno.test("a volume an import killed with SIGKILL left behind is freed by the next import", async () => {
+  await using env = new StreamEnv();
+  const target = env.path("100/vm-100-disk-0.raw");
+  const marker = env.path("100/.vm-100-disk-0.raw.volt-import");
+  const { child, writer } = startImport(env, ["local:100/vm-100-disk-0.raw", "raw+size", "-"]);
+  await writer.write(concat(le64(8 * 1024 * 1024), pattern(256 * 1024)));
+  await waitFor(target);
+  await waitFor(marker);
+  child.kill("SIGKILL");
+  await child.output();
+  await writer.close().catch(() => {});
+  assert.ok(exists(target) && exists(marker), "SIGKILL ran no cleanup: volume and mark stay");
+
+  const data = pattern(64 * 1024);
+  const r = await env.volt(
+    ["import", "local:100/vm-100-disk-0.raw", "raw+size", "-"],
+    concat(le64(data.length), data),
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(
+    r.stderr,
+    /storage 'local': freed '100\/vm-100-disk-0.raw': an import killed earlier \(pid \d+\) left it half-written/,
+  );
+  assert.match(r.stdout, /successfully imported 'local:100\/vm-100-disk-0.raw'/);
+  assert.deepEqual(Deno.readFileSync(target), data);
+  assert.deepEqual(listDir(env.path("100/x").replace(/\/x$/, "")), ["vm-100-disk-0.raw"]);
+});
+
 Deno.test("a subvolume import killed half way (SIGTERM) stops tar and removes the subvolume", async () => {
   await using env = new StreamEnv();
   const target = env.path("101/subvol-101-disk-0.subvol");

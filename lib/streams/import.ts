@@ -5,7 +5,8 @@
  *
  * Never leaves a half-written volume: disk images and subvolumes are allocated through the
  * plugin (under its storage lock, so two imports of one name cannot both succeed) and freed on
- * any failure or interruption; other volume types (iso, vztmpl, snippets, import, backup) are
+ * any failure or interruption, or, when the importer was killed outright, by the next import
+ * into the same directory (`import_marker.ts`); other volume types (iso, vztmpl, snippets, import, backup) are
  * written into an unnamed file (`O_TMPFILE`) that is linked into place only when complete,
  * so even a killed importer leaves nothing behind.
  *
@@ -38,7 +39,9 @@ import { decodeSizeHeader, SIZE_HEADER_LENGTH } from "./size_header.ts";
 import { writeSparse } from "./sparse_writer.ts";
 import { tarExtract } from "./tar.ts";
 import { vmdkParent } from "../storage/vmdk_parent.ts";
+import { dirname } from "node:path";
 import { pathExists } from "../fs.ts";
+import { markImport, sweepKilledImports } from "./import_marker.ts";
 
 /** The plugin members the generic import uses. */
 export type PathImportPlugin = Pick<
@@ -184,6 +187,14 @@ async function importChecked(
   }
 
   const path = plugin.path(storage, volname);
+  if (isDisk) {
+    // A volume an importer killed outright (kill -9) left here is freed first.
+    await sweepKilledImports(
+      dirname(path),
+      (name) => plugin.freeImage(storage, name),
+      (message) => log("warn", `storage '${storage.id}': ${message}`),
+    );
+  }
   let rename = false;
   if (await pathExists(path)) {
     if (!(options.allowRename && isDisk)) throw new VoltError(`file '${path}' already exists`);
@@ -236,9 +247,11 @@ async function importDisk(
     allocSize,
   );
   const volid = `${storage.id}:${volname}`;
+  const path = plugin.path(storage, volname);
+  let unmark: (() => Promise<void>) | undefined;
   try {
+    unmark = await markImport(path, volname);
     if (signal?.aborted) throw new InterruptedError(`import of '${volid}'`, String(signal.reason));
-    const path = plugin.path(storage, volname);
     if (data === "tar") {
       await tarExtract(path, source, signal);
     } else {
@@ -258,8 +271,12 @@ async function importDisk(
         await verifyImage(plugin, storage, volname, path, data, size);
       }
     }
+    await unmark();
     return volname;
   } catch (err) {
+    // The mark goes first: killed before the free, this leaves a volume, never a mark that
+    // could outlive it (see import_marker.ts).
+    await unmark?.();
     try {
       await plugin.freeImage(storage, volname);
     } catch (freeErr) {
