@@ -263,6 +263,36 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "a squashfs restore killed outright leaves its unpack directory; the next restore removes it",
+  ignore: !isRoot,
+  async fn() {
+    await using tmp = new TempDir();
+    const { e, rootfs, args } = await containerEnv(tmp, undefined);
+    await writeWithMode(`${rootfs}/data.bin`, randomBytes(64 * 1024));
+    const volid = await backupCt(e, 100, args("sqfs"));
+    const leftovers = async () =>
+      (await dirNames(tmp.join("sqfs"))).filter((n) => n.startsWith(".tmp-restore-"));
+
+    const killed = await volt(["restore", volid, "300", "--storage", "local"], {
+      env: { ...e.env, VOLT_FAULT_POINT: "restore-unpacked" },
+    });
+    assert.notEqual(killed.code, 0);
+    const left = await leftovers();
+    assert.equal(left.length, 1, "kill -9 runs no cleanup: the unpacked copy stays");
+    assert.match(left[0], new RegExp(`^\\.tmp-restore-100-\\d+-\\d+-`));
+
+    const { path, stderr } = await restoreCt(e, volid, 301);
+    assert.match(
+      stderr,
+      new RegExp(`removing '${left[0]}', left by a restore that was killed \\(pid \\d+\\)`),
+    );
+    assert.deepEqual(await leftovers(), []);
+    assert.equal((await Deno.stat(`${path}/data.bin`)).size, 64 * 1024);
+  },
+});
+
+Deno.test({
   name: "verify finds a flipped byte in archive.tar; a restore that fails frees its subvolume",
   ignore: !isRoot,
   async fn() {

@@ -20,6 +20,7 @@
  */
 
 import { basename, dirname, join } from "node:path";
+import { processStart, stillRunning } from "../process_start.ts";
 
 /** What a marker file holds (JSON). */
 interface MarkerRecord {
@@ -38,18 +39,6 @@ const SUFFIX = ".volt-import";
 /** The marker of the volume at `path`. */
 function markerPath(path: string): string {
   return join(dirname(path), `.${basename(path)}${SUFFIX}`);
-}
-
-/** The start time of process `pid` in ticks since boot, or undefined when it is gone. */
-function processStart(pid: number | "self"): number | undefined {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    // "pid (comm) state ppid …": comm may hold spaces and parentheses; fields resume after
-    // the last ')'. starttime is field 22, the 20th after it.
-    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
-  } catch {
-    return undefined;
-  }
 }
 
 async function identity(path: string): Promise<Pick<MarkerRecord, "dev" | "ino" | "birth">> {
@@ -113,8 +102,7 @@ export async function sweepKilledImports(
       // Torn or foreign: written through a temporary name and renamed, so not ours.
       continue;
     }
-    const start = processStart(record.pid);
-    if (start !== undefined && start === record.start) continue; // still importing
+    if (stillRunning(record.pid, record.start)) continue; // still importing
     const now = await identity(volume).catch(() => undefined);
     const sameInode = now !== undefined && now.dev === record.dev && now.ino === record.ino;
     if (sameInode && now.birth === null) {

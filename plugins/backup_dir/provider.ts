@@ -14,8 +14,9 @@
  * (mechanism `directory`), removed again by `restoreContainerCleanup`. Unpacking rather than
  * mounting: a loop mount needs root, loop devices and the squashfs module, and a mount left by
  * a killed volt would make the directory impossible to remove; unpacking costs a second copy.
- * A volt killed with SIGKILL during such a restore leaves that directory behind (nothing
- * lists or sweeps it, as a concurrent restore may be using one): remove it by hand.
+ * A volt killed with SIGKILL during such a restore leaves that directory behind; its name
+ * carries the restore's pid and start time, and the next container restore from this storage
+ * removes it once that process is gone (never one a running restore uses).
  *
  * @module
  */
@@ -73,6 +74,8 @@ import {
 } from "./layout.ts";
 import { lockGuest } from "./guest_lock.ts";
 import { pathExists } from "../../lib/fs.ts";
+import { faultPoint } from "../../lib/fault_point.ts";
+import { processStart, stillRunning } from "../../lib/process_start.ts";
 
 /** File names inside a backup. */
 export const GUEST_CONFIG = "guest.conf";
@@ -592,9 +595,11 @@ export class DirBackupProvider implements BackupProvider {
     if (this.#unpacked.has(volname)) {
       throw new VoltError(`backup '${this.#storage.id}:${volname}' is already being restored`);
     }
+    await this.#sweepKilledRestores();
+    // Named by its restore (pid and start time), so the next restore knows when it is stale.
     const work = await Deno.makeTempDir({
       dir: this.#root,
-      prefix: `${TEMP_PREFIX}restore-${b.vmid}-`,
+      prefix: `${TEMP_PREFIX}restore-${b.vmid}-${Deno.pid}-${processStart("self") ?? 0}-`,
     });
     this.#unpacked.set(volname, work);
     await Deno.chmod(work, 0o700);
@@ -606,7 +611,22 @@ export class DirBackupProvider implements BackupProvider {
       signal: info.signal,
       log: (line) => this.#log("warn", line),
     });
+    faultPoint("restore-unpacked");
     return { archiveDirectory: rootfs };
+  }
+
+  /**
+   * Removes the unpack directories of restores killed outright (kill -9: no cleanup ran).
+   * One whose restore still runs, or whose name carries no pid (older volt), is left alone.
+   */
+  async #sweepKilledRestores(): Promise<void> {
+    const stale = /^\.tmp-restore-\d+-(\d+)-(\d+)-/;
+    for await (const e of Deno.readDir(this.#root)) {
+      const m = stale.exec(e.name);
+      if (!e.isDirectory || !m || stillRunning(Number(m[1]), Number(m[2]))) continue;
+      this.#log("info", `removing '${e.name}', left by a restore that was killed (pid ${m[1]})`);
+      await Deno.remove(`${this.#root}/${e.name}`, { recursive: true });
+    }
   }
 
   async restoreContainerCleanup(volname: string): Promise<void> {
