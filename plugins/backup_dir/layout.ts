@@ -15,7 +15,7 @@
  *     removal of the guest)
  * <path>/<vmid>/previous-info       the VM backup the disks' dirty bitmaps are relative to
  * <path>/<vmid>/.lock               held while a backup or removal of the guest runs
- * <path>/.tmp-restore-<vmid>-<rnd>/ a squashfs archive unpacked for a container restore
+ * <path>/.tmp-restore-<vmid>-<pid>-<start>-<rnd>/ a squashfs archive unpacked for a container restore
  * ```
  *
  * The byte layout of each file: `docs/formats.md`, "Backup layout".

@@ -10,7 +10,7 @@
  * failed one is removed. See `docs/backup-providers.md`.
  *
  * Restoring a container: an `archive.tar` is handed out as it is (mechanism `tar`); an
- * `archive.sqfs` is unpacked with `unsquashfs` into `<path>/.tmp-restore-<vmid>-<random>/`
+ * `archive.sqfs` is unpacked with `unsquashfs` into `<path>/.tmp-restore-<vmid>-<pid>-<start>-<rnd>/`
  * (mechanism `directory`), removed again by `restoreContainerCleanup`. Unpacking rather than
  * mounting: a loop mount needs root, loop devices and the squashfs module, and a mount left by
  * a killed volt would make the directory impossible to remove; unpacking costs a second copy.
