@@ -84,6 +84,13 @@ async function backupCt(e: BackupEnv, vmid: number, args: string[]): Promise<str
   return volid;
 }
 
+/** Guest 100's container, whose tree is one file of `bytes` random bytes, backed up. */
+async function oneFileBackup(tmp: TempDir, storage: string, bytes: number) {
+  const env = await containerEnv(tmp, undefined);
+  await writeWithMode(`${env.rootfs}/data.bin`, randomBytes(bytes));
+  return { ...env, volid: await backupCt(env.e, 100, env.args(storage)) };
+}
+
 /** `volt restore … --storage local` that must succeed; the new rootfs volume and its path. */
 async function restoreCt(e: BackupEnv, volid: string, vmid: number) {
   const r = await volt(["restore", volid, String(vmid), "--storage", "local"], { env: e.env });
@@ -268,9 +275,7 @@ Deno.test({
   ignore: !isRoot,
   async fn() {
     await using tmp = new TempDir();
-    const { e, rootfs, args } = await containerEnv(tmp, undefined);
-    await writeWithMode(`${rootfs}/data.bin`, randomBytes(64 * 1024));
-    const volid = await backupCt(e, 100, args("sqfs"));
+    const { e, volid } = await oneFileBackup(tmp, "sqfs", 64 * 1024);
     const leftovers = async () =>
       (await dirNames(tmp.join("sqfs"))).filter((n) => n.startsWith(".tmp-restore-"));
 
@@ -297,9 +302,7 @@ Deno.test({
   ignore: !isRoot,
   async fn() {
     await using tmp = new TempDir();
-    const { e, rootfs, args } = await containerEnv(tmp, undefined);
-    await writeWithMode(`${rootfs}/data.bin`, randomBytes(256 * 1024));
-    const volid = await backupCt(e, 100, args("backup"));
+    const { e, volid } = await oneFileBackup(tmp, "backup", 256 * 1024);
     const archive = `${await backupDir(e, volid)}/archive.tar`;
     const ok = await volt(["verify", volid], { env: e.env });
     assert.equal(ok.code, 0, ok.stderr);
