@@ -38,6 +38,9 @@ Deno.test("a mark of a killed importer frees its volume; one of a live importer 
     await markImport(dead, "1/vm-1-disk-1.raw");
     claimMark(dead, await deadPid());
 
+    // A mark whose writer was killed before it renamed it into place.
+    Deno.writeTextFileSync(`${dir}/.vm-1-disk-2.raw.volt-import.${await deadPid()}.tmp`, "{");
+
     const { freed, log } = await sweep(dir);
     assert.deepEqual(freed, ["1/vm-1-disk-1.raw"]);
     assert.match(log[0], /freed '1\/vm-1-disk-1.raw': an import killed earlier/);

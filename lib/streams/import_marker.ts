@@ -12,6 +12,9 @@
  * never touched. On a file system without birth times an inode number could be handed out
  * again, so there the volume is named for the user to check, not freed.
  *
+ * A mark is written under a temporary name (`….volt-import.<pid>.tmp`) and renamed into
+ * place; one whose writer is gone is removed by the sweep.
+ *
  * On failure the import removes its marker before it frees the volume, never after: killed
  * in between, it leaves a volume without a marker (as before markers existed), not a marker
  * that could outlive its volume.
@@ -92,7 +95,14 @@ export async function sweepKilledImports(
     return; // no directory yet: nothing was ever imported here
   }
   for (const e of entries) {
-    if (!e.isFile || !e.name.startsWith(".") || !e.name.endsWith(SUFFIX)) continue;
+    if (!e.isFile || !e.name.startsWith(".")) continue;
+    const torn = /\.volt-import\.(\d+)\.tmp$/.exec(e.name);
+    if (torn && processStart(Number(torn[1])) === undefined) {
+      // A mark its importer was killed while writing: it never named a volume.
+      await Deno.remove(join(dir, e.name)).catch(() => {});
+      continue;
+    }
+    if (!e.name.endsWith(SUFFIX)) continue;
     const marker = join(dir, e.name);
     const volume = join(dir, e.name.slice(1, -SUFFIX.length));
     let record: MarkerRecord;
