@@ -438,12 +438,14 @@ async function consume(shared: CopyShared, readerBell: number, write: SlotWrite)
     const seen = shared.consumerBell();
     const slot = shared.fullPop();
     if (slot >= 0) {
-      const kind = shared.slotKind(slot);
-      const length = shared.slotLength(slot);
-      const pending = write(slot, kind, shared.slotOffset(slot), length);
+      const pending = write(
+        slot,
+        shared.slotKind(slot),
+        shared.slotOffset(slot),
+        shared.slotLength(slot),
+      );
       if (pending) await pending;
-      shared.count(kind === SLOT_DATA ? COUNTER.written : COUNTER.zeroed, length);
-      shared.freePush(slot);
+      shared.releaseWritten(slot);
       reader.ring();
       continue;
     }

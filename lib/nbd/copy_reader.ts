@@ -339,7 +339,7 @@ class ReadLoop {
     if (!inline || inline.inFlight() === 0) return false;
     const retired = this.#retired;
     inline.retire(retired);
-    for (const slot of retired) this.#release(slot);
+    for (const slot of retired) this.#shared.releaseWritten(slot);
     const progressed = retired.length > 0;
     retired.length = 0;
     return progressed;
@@ -364,14 +364,6 @@ class ReadLoop {
     }
   }
 
-  /** A slot written by the inline sink: count it and make it free again. */
-  #release(slot: number): void {
-    const shared = this.#shared;
-    const counter = shared.slotKind(slot) === SLOT_DATA ? COUNTER.written : COUNTER.zeroed;
-    shared.count(counter, shared.slotLength(slot));
-    shared.freePush(slot);
-  }
-
   /** A full slot goes to the inline sink, or to the consumer thread. */
   #deliver(slot: number): void {
     const shared = this.#shared;
@@ -379,7 +371,9 @@ class ReadLoop {
       const kind = shared.slotKind(slot);
       const offset = shared.slotOffset(slot);
       const length = shared.slotLength(slot);
-      if (inline.submit(slot, kind, offset, length, this.#slotPtr[slot])) this.#release(slot);
+      if (inline.submit(slot, kind, offset, length, this.#slotPtr[slot])) {
+        this.#shared.releaseWritten(slot);
+      }
     } else {
       shared.fullPush(slot);
       this.ringConsumer();

@@ -265,6 +265,13 @@ export class CopyShared {
     return Atomics.load(this.#i32, FULL_HEAD) === Atomics.load(this.#i32, FULL_TAIL);
   }
 
+  /** A slot its sink has written: counted as written or zeroed, and made free again. */
+  releaseWritten(slot: number): void {
+    const counter = this.slotKind(slot) === SLOT_DATA ? COUNTER.written : COUNTER.zeroed;
+    this.count(counter, this.slotLength(slot));
+    this.freePush(slot);
+  }
+
   /** Returns a slot on the free queue (consumer, or the reader for slots it drops). */
   freePush(slot: number): void {
     this.#push(FREE_HEAD, FREE_TAIL, this.#freeBase, slot);

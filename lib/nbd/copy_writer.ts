@@ -13,11 +13,9 @@ import type { CPointer } from "../../ffi/nbd_handle.ts";
 import {
   CopyShared,
   CopyStopped,
-  COUNTER,
   Doorbell,
   serveCopyWorker,
   type Setup,
-  SLOT_DATA,
   slotPointers,
   trace,
 } from "./copy_shared.ts";
@@ -121,10 +119,7 @@ class WriteLoop {
 
   /** A slot written: count it, give it back to the reader. */
   #release(slot: number): void {
-    const shared = this.#shared;
-    const length = shared.slotLength(slot);
-    shared.count(shared.slotKind(slot) === SLOT_DATA ? COUNTER.written : COUNTER.zeroed, length);
-    shared.freePush(slot);
+    this.#shared.releaseWritten(slot);
     this.#reader.ring();
   }
 

@@ -6,6 +6,16 @@
  * @module
  */
 
+export const MiB = 2 ** 20;
+export const GiB = 2 ** 30;
+
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+
+/** The argv that runs volt with `args`, as a user would (a fresh `deno run` each time). */
+export function voltArgv(...args: string[]): string[] {
+  return [Deno.execPath(), "run", "-A", "--no-prompt", MAIN, ...args];
+}
+
 /** The median of a list of numbers. */
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

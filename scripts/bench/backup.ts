@@ -37,18 +37,17 @@ import { parseArgs } from "node:util";
 import { fileDigest } from "../../lib/backup/checksum.ts";
 import {
   exec,
+  GiB,
   median,
+  MiB,
   prng,
   qemuIo,
   qemuNbd,
   scatteredWrites,
   type TimedRun,
   timedRun,
+  voltArgv,
 } from "./_common.ts";
-
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
-const MiB = 2 ** 20;
-const GiB = 2 ** 30;
 
 const { values } = parseArgs({
   options: {
@@ -85,7 +84,6 @@ try {
 async function main(): Promise<void> {
   const home = `${dir}/home`;
   const env = { VOLT_HOME: home, VOLT_CONFIG: `${dir}/none.cfg`, NO_COLOR: "1" };
-  const volt = (...args: string[]) => [Deno.execPath(), "run", "-A", "--no-prompt", MAIN, ...args];
   const work = `${dir}/work.qcow2`;
   const guest = `${dir}/guest.conf`;
   await Deno.writeTextFile(guest, "memory: 1024\nscsi0: local:100/vm-100-disk-0.qcow2,size=4G\n");
@@ -95,7 +93,7 @@ async function main(): Promise<void> {
   await exec("qemu-img", ["create", "-q", "-f", "qcow2", work, String(size)]);
   const rand = prng(7);
   await qemuIo(work, scatteredWrites(rand, size, dataBytes, Math.round(dataBytes / 200), 1));
-  const runVolt = (...args: string[]) => exec(Deno.execPath(), volt(...args).slice(1), env);
+  const runVolt = (...args: string[]) => exec(Deno.execPath(), voltArgv(...args).slice(1), env);
   const backupArgs = ["backup", "100", "--disk", `scsi0=${work}`, "--config", guest];
   const base = JSON.parse(await runVolt(...backupArgs, "--output-format", "json")) as {
     volid: string;
@@ -167,7 +165,7 @@ async function main(): Promise<void> {
 
   const voltFull: Run = {
     name: "volt backup --mode full",
-    run: () => timedRun(volt(...backupArgs, "--mode", "full"), dir, env),
+    run: () => timedRun(voltArgv(...backupArgs, "--mode", "full"), dir, env),
     after: async () => {
       await exec("sync", []);
       await resetStorage();
@@ -217,7 +215,7 @@ async function main(): Promise<void> {
     voltFull,
     {
       name: "volt backup (incremental)",
-      run: () => timedRun(volt(...backupArgs), dir, env),
+      run: () => timedRun(voltArgv(...backupArgs), dir, env),
       after: async () => {
         await exec("sync", []);
         await resetStorage();
@@ -241,7 +239,7 @@ async function main(): Promise<void> {
   await series(RESTORE, [
     {
       name: "volt restore",
-      run: () => timedRun(volt("restore", inc.volid, "300", "--storage", "local"), dir, env),
+      run: () => timedRun(voltArgv("restore", inc.volid, "300", "--storage", "local"), dir, env),
       after: cleanRestore,
     },
     {

@@ -33,24 +33,24 @@
 import { parseArgs } from "node:util";
 import {
   exec,
+  GiB,
   median,
+  MiB,
   prng,
   qemuIo,
   qemuNbd,
   scatteredWrites,
   type TimedRun,
   timedRun,
+  voltArgv,
 } from "./_common.ts";
 
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
-const MiB = 2 ** 20;
 const QEMU_IMG = "qemu-img convert -W + sync";
 const NBDCOPY_TIZ = "nbdcopy --flush --target-is-zero";
 const FIXED = "same, 1 MiB dirty (fixed cost)";
 const INCREMENTAL_NULL = "volt --bitmap b0 null: (no disk)";
 const FLOOR = "floor: Deno + Worker + libnbd, no volt";
 const FLOOR_SCRIPT = new URL("./_nbd_floor.ts", import.meta.url).pathname;
-const GiB = 2 ** 30;
 
 type Sample = TimedRun;
 
@@ -98,20 +98,22 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
     const tinySock = `${dir}/tiny.sock`;
     stops.push(await qemuNbd(["-r", "-B", "b0", "-f", "qcow2", tiny], tinySock));
     const tinyUri = `nbd+unix:///?socket=${tinySock}`;
-    const map = JSON.parse(
-      await exec(Deno.execPath(), [
-        "run",
-        "-A",
-        MAIN,
-        "nbd",
-        "map",
-        srcUri,
-        "--bitmap",
-        "b0",
-        "--output-format",
-        "json",
-      ]),
-    ) as { offset: number; length: number; allocated: boolean; zero: boolean; dirty: boolean }[];
+    const [voltCmd, ...mapArgs] = voltArgv(
+      "nbd",
+      "map",
+      srcUri,
+      "--bitmap",
+      "b0",
+      "--output-format",
+      "json",
+    );
+    const map = JSON.parse(await exec(voltCmd, mapArgs)) as {
+      offset: number;
+      length: number;
+      allocated: boolean;
+      zero: boolean;
+      dirty: boolean;
+    }[];
     const data = map.filter((e) => !e.zero).reduce((n, e) => n + e.length, 0);
     const dirty = map.filter((e) => e.dirty).reduce((n, e) => n + e.length, 0);
     const extents = map.filter((e) => !e.zero).length;
@@ -126,9 +128,6 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
         `${(dirty / MiB).toFixed(0)} MiB dirty; qemu-nbd -r -B b0 (no multi-conn)`,
     );
 
-    const volt = (
-      ...args: string[]
-    ) => [Deno.execPath(), "run", "-A", "--no-prompt", MAIN, ...args];
     const raw = `${dir}/out.raw`;
     const base = `${dir}/base.raw`; // the full copy the incremental applies to
     const rmRaw = () => Deno.remove(raw).catch(() => {});
@@ -157,7 +156,7 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
           {
             name: "volt --sync",
             before: rmRaw,
-            argv: () => volt("nbd", "copy", srcUri, raw, "--sync", "--output-format", "json"),
+            argv: () => voltArgv("nbd", "copy", srcUri, raw, "--sync", "--output-format", "json"),
             after: (s) => {
               engine.full.push(engineSeconds(s));
               return Deno.rename(raw, base);
@@ -176,12 +175,12 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
           {
             name: "volt (no sync)",
             before: rmRaw,
-            argv: () => volt("nbd", "copy", srcUri, raw),
+            argv: () => voltArgv("nbd", "copy", srcUri, raw),
           },
           {
             name: "volt --depth 1 --sync",
             before: rmRaw,
-            argv: () => volt("nbd", "copy", srcUri, raw, "--depth", "1", "--sync"),
+            argv: () => voltArgv("nbd", "copy", srcUri, raw, "--depth", "1", "--sync"),
           },
         ],
       },
@@ -191,7 +190,7 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
           {
             name: "volt",
             before: newTarget,
-            argv: () => volt("nbd", "copy", srcUri, tgtUri),
+            argv: () => voltArgv("nbd", "copy", srcUri, tgtUri),
             after: endTarget,
           },
           {
@@ -211,10 +210,10 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
       {
         title: "read only (null sink): what request depth buys on one connection",
         contenders: [
-          { name: "volt null:", argv: () => volt("nbd", "copy", srcUri, "null:") },
+          { name: "volt null:", argv: () => voltArgv("nbd", "copy", srcUri, "null:") },
           {
             name: "volt null: --depth 1",
-            argv: () => volt("nbd", "copy", srcUri, "null:", "--depth", "1"),
+            argv: () => voltArgv("nbd", "copy", srcUri, "null:", "--depth", "1"),
           },
           { name: "nbdcopy null:", argv: () => ["nbdcopy", srcUri, "null:"] },
         ],
@@ -225,7 +224,7 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
           {
             name: "volt --bitmap b0 --sync",
             argv: () =>
-              volt(
+              voltArgv(
                 "nbd",
                 "copy",
                 srcUri,
@@ -244,7 +243,7 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
           },
           {
             name: INCREMENTAL_NULL,
-            argv: () => volt("nbd", "copy", srcUri, "null:", "--bitmap", "b0"),
+            argv: () => voltArgv("nbd", "copy", srcUri, "null:", "--bitmap", "b0"),
           },
           {
             name: FLOOR,
@@ -252,7 +251,8 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
           },
           {
             name: FIXED,
-            argv: () => volt("nbd", "copy", tinyUri, `${dir}/tiny.raw`, "--bitmap", "b0", "--sync"),
+            argv: () =>
+              voltArgv("nbd", "copy", tinyUri, `${dir}/tiny.raw`, "--bitmap", "b0", "--sync"),
           },
         ],
       },
@@ -360,8 +360,17 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
       console.log(`  ${label.padEnd(52)} ${value.padStart(6)}  ${target ? `[${target}]` : ""}`);
     }
     console.log("\none incremental traced (VOLT_NBD_TRACE=1; ms since the runtime started):");
-    const traced = await new Deno.Command(volt()[0], {
-      args: [...volt().slice(1), "nbd", "copy", srcUri, base, "--bitmap", "b0", "--sync"],
+    const [tracedCmd, ...tracedArgs] = voltArgv(
+      "nbd",
+      "copy",
+      srcUri,
+      base,
+      "--bitmap",
+      "b0",
+      "--sync",
+    );
+    const traced = await new Deno.Command(tracedCmd, {
+      args: tracedArgs,
       env: { VOLT_NBD_TRACE: "1" },
       stdout: "null",
       stderr: "piped",
