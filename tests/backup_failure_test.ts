@@ -21,6 +21,7 @@ import {
   dirNames,
   imageBitmaps,
   listVolumes,
+  oneDiskGuest,
   restoreOk,
   snapshotFile,
 } from "./helpers/backup.ts";
@@ -106,11 +107,7 @@ Deno.test("the NBD server killed mid-backup: cleanup ran, nothing listed, bitmap
 Deno.test("volt interrupted mid-backup of an offline qcow2: its bitmap is untouched, the next incremental is correct", async () => {
   await using tmp = new TempDir();
   const e = backupEnv(tmp);
-  const img = tmp.join("disk.qcow2");
-  await createImage(img, 64 * MiB);
-  await qemuIo(img, ["write -P 0x11 0 2M"]);
-  await Deno.writeTextFile(tmp.join("guest.conf"), "memory: 1024\n");
-  const args = ["--disk", `scsi0=${img}`, "--config", tmp.join("guest.conf")];
+  const { img, args } = await oneDiskGuest(tmp, 64 * MiB, ["write -P 0x11 0 2M"], "memory: 1024\n");
   const v1 = await backupOk(e, 100, args);
   await qemuIo(img, ["write -P 0x33 4M 24M"]);
   await snapshotFile(img, tmp.join("expected.qcow2"));
@@ -224,16 +221,10 @@ Deno.test("a provider whose backupCleanup throws: the job fails and the bitmap i
 Deno.test("--bwlimit 10240 on a 50 MiB copy takes at least 4 s", async () => {
   await using tmp = new TempDir();
   const e = backupEnv(tmp);
-  const img = tmp.join("disk.qcow2");
-  await createImage(img, 64 * MiB);
-  await qemuIo(img, ["write -P 0x5a 0 50M"]);
-  await Deno.writeTextFile(tmp.join("guest.conf"), "memory: 1024\n");
+  const { args } = await oneDiskGuest(tmp, 64 * MiB, ["write -P 0x5a 0 50M"], "memory: 1024\n");
   const t0 = performance.now();
   await backupOk(e, 100, [
-    "--disk",
-    `scsi0=${img}`,
-    "--config",
-    tmp.join("guest.conf"),
+    ...args,
     "--bwlimit",
     "10240",
   ]);
@@ -280,15 +271,10 @@ Deno.test("bad backup input gets one clear line and the right exit code", async 
 Deno.test("a --force restore that cannot write the firewall configuration keeps the existing configurations and frees its volumes", async () => {
   await using tmp = new TempDir();
   const e = backupEnv(tmp);
-  const img = tmp.join("disk.qcow2");
-  await createImage(img, 4 * MiB);
-  await Deno.writeTextFile(tmp.join("guest.conf"), "memory: 1024\nscsi0: local:100/x.qcow2\n");
+  const { args } = await oneDiskGuest(tmp, 4 * MiB, [], "memory: 1024\nscsi0: local:100/x.qcow2\n");
   await Deno.writeTextFile(tmp.join("fw.conf"), "[OPTIONS]\nenable: 1\n");
   const volid = await backupOk(e, 100, [
-    "--disk",
-    `scsi0=${img}`,
-    "--config",
-    tmp.join("guest.conf"),
+    ...args,
     "--firewall",
     tmp.join("fw.conf"),
   ]);

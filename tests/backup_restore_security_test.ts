@@ -8,8 +8,14 @@
 
 import assert from "node:assert/strict";
 import { fileDigest } from "../lib/backup/checksum.ts";
-import { createImage, qemuIo } from "./helpers/nbd_server.ts";
-import { type BackupEnv, backupEnv, backupOk, dirNames, listVolumes } from "./helpers/backup.ts";
+import {
+  type BackupEnv,
+  backupEnv,
+  backupOk,
+  dirNames,
+  listVolumes,
+  oneDiskGuest,
+} from "./helpers/backup.ts";
 import { sh, TempDir, volt, voltCommand } from "./helpers/volt.ts";
 
 const MiB = 1024 * 1024;
@@ -74,16 +80,8 @@ Deno.test("restore refuses crafted backups with unsafe backing files or data fil
   const e = backupEnv(tmp);
   // A real backup of another guest, and a FIFO where an escaping chain points: opening it
   // for reading would block, so a restore that returns proves nothing was opened.
-  const img = tmp.join("disk.qcow2");
-  await createImage(img, 4 * MiB);
-  await qemuIo(img, ["write -P 0x61 0 1M"]);
-  await Deno.writeTextFile(tmp.join("guest.conf"), "memory: 512\n");
-  const other = await backupOk(e, 101, [
-    "--disk",
-    `scsi0=${img}`,
-    "--config",
-    tmp.join("guest.conf"),
-  ]);
+  const { args } = await oneDiskGuest(tmp, 4 * MiB, ["write -P 0x61 0 1M"], "memory: 512\n");
+  const other = await backupOk(e, 101, args);
   const otherDir = other.split("/").slice(-2).join("/"); // 101/qemu-…
   await Deno.mkdir(`${e.backupRoot}/other`, { recursive: true });
   await sh("mkfifo", [`${e.backupRoot}/other/disk.qcow2`]);

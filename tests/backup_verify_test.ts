@@ -1,8 +1,8 @@
 /** `volt verify`: checksums, images and chains of stored backups. */
 
 import assert from "node:assert/strict";
-import { createImage, qemuIo } from "./helpers/nbd_server.ts";
-import { backupEnv, backupOk, flipByte } from "./helpers/backup.ts";
+import { qemuIo } from "./helpers/nbd_server.ts";
+import { backupEnv, backupOk, flipByte, oneDiskGuest } from "./helpers/backup.ts";
 import { sh, TempDir, volt } from "./helpers/volt.ts";
 
 const MiB = 1024 * 1024;
@@ -10,11 +10,7 @@ const MiB = 1024 * 1024;
 /** Flips every bit of one byte of a file. */
 async function setup(tmp: TempDir) {
   const e = backupEnv(tmp);
-  const img = tmp.join("disk.qcow2");
-  await createImage(img, 8 * MiB);
-  await qemuIo(img, ["write -P 0x71 0 2M"]);
-  await Deno.writeTextFile(tmp.join("guest.conf"), "memory: 512\n");
-  const args = ["--disk", `scsi0=${img}`, "--config", tmp.join("guest.conf")];
+  const { img, args } = await oneDiskGuest(tmp, 8 * MiB, ["write -P 0x71 0 2M"], "memory: 512\n");
   const full = await backupOk(e, 100, args);
   await qemuIo(img, ["write -P 0x72 4M 1M"]);
   const inc = await backupOk(e, 100, args);
@@ -104,16 +100,13 @@ Deno.test("verify of something that is not a backup", async () => {
 Deno.test("an image larger than one digest chunk: hashed while written, checkable by hand", async () => {
   await using tmp = new TempDir();
   const e = backupEnv(tmp);
-  const img = tmp.join("disk.qcow2");
-  await createImage(img, 256 * MiB);
-  await qemuIo(img, ["write -P 0x73 0 150M", "write -P 0x74 200M 30M"]);
-  await Deno.writeTextFile(tmp.join("guest.conf"), "memory: 512\n");
-  const volid = await backupOk(e, 100, [
-    "--disk",
-    `scsi0=${img}`,
-    "--config",
-    tmp.join("guest.conf"),
-  ]);
+  const { img, args } = await oneDiskGuest(
+    tmp,
+    256 * MiB,
+    ["write -P 0x73 0 150M", "write -P 0x74 200M 30M"],
+    "memory: 512\n",
+  );
+  const volid = await backupOk(e, 100, args);
   const r = await volt(["verify", volid], { env: e.env });
   assert.equal(r.code, 0, r.stderr);
   const dir = `${e.backupRoot}/100/${volid.split("/").at(-1)}`;
@@ -129,12 +122,7 @@ Deno.test("an image larger than one digest chunk: hashed while written, checkabl
 
   // An incremental image of several chunks (written over a backing file) as well.
   await qemuIo(img, ["write -P 0x75 10M 140M"]);
-  const inc = await backupOk(e, 100, [
-    "--disk",
-    `scsi0=${img}`,
-    "--config",
-    tmp.join("guest.conf"),
-  ]);
+  const inc = await backupOk(e, 100, args);
   const v = await volt(["verify", inc], { env: e.env });
   assert.equal(v.code, 0, v.stderr);
 });

@@ -7,6 +7,7 @@
  */
 
 import assert from "node:assert/strict";
+import { createImage, qemuIo } from "./nbd_server.ts";
 import { sh, TempDir, volt, type VoltResult } from "./volt.ts";
 
 /** A volt environment in a temporary directory. */
@@ -29,6 +30,25 @@ export function backupEnv(tmp: TempDir): BackupEnv {
     home,
     backupRoot: `${home}/backup`,
   };
+}
+
+/**
+ * A guest in `tmp` with one qcow2 disk (`disk.qcow2`, `size` bytes, then `writes`: qemu-io
+ * commands) and the configuration `guest.conf` holding `conf`; `args` are the `volt backup`
+ * options naming both (`--disk scsi0=… --config …`).
+ */
+export async function oneDiskGuest(
+  tmp: TempDir,
+  size: number,
+  writes: string[],
+  conf: string,
+): Promise<{ img: string; conf: string; args: string[] }> {
+  const img = tmp.join("disk.qcow2");
+  await createImage(img, size);
+  if (writes.length > 0) await qemuIo(img, writes);
+  const confPath = tmp.join("guest.conf");
+  await Deno.writeTextFile(confPath, conf);
+  return { img, conf: confPath, args: ["--disk", `scsi0=${img}`, "--config", confPath] };
 }
 
 /** Runs `volt backup VMID ARGS…`. */
