@@ -96,7 +96,8 @@ export async function checkConfigTargets(
  * Writes the guest configuration and the firewall configuration (if any) all or nothing:
  * both are first written durably beside their targets (`<target>.restoring`), then renamed
  * into place, the firewall first and the guest configuration last. A failure before the
- * renames removes the staged files and leaves existing configurations (`--force`) untouched.
+ * renames removes the staged files and leaves existing configurations (`--force`) untouched;
+ * a rename that fails removes the staged files not yet renamed.
  */
 export async function writeRestoredConfigs(
   targets: ConfigTargets,
@@ -119,9 +120,17 @@ export async function writeRestoredConfigs(
     for (const s of staged) await Deno.remove(s).catch(() => {});
     throw err;
   }
-  for (const [i, [path]] of files.entries()) {
-    await Deno.rename(staged[i], path);
-    await syncDir(dirname(path));
+  let renamed = 0;
+  try {
+    for (const [path] of files) {
+      await Deno.rename(staged[renamed], path);
+      renamed++;
+      await syncDir(dirname(path));
+    }
+  } catch (err) {
+    // Nothing staged stays behind, even when a rename fails half way.
+    for (const s of staged.slice(renamed)) await Deno.remove(s).catch(() => {});
+    throw err;
   }
 }
 
