@@ -56,6 +56,8 @@ export const LIBC_SYMBOLS = {
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   // int memcmp (const void *s1, const void *s2, size_t n);
   memcmp: { parameters: ["pointer", "pointer", "usize"], result: "i32" },
+  // void *dlopen (const char *filename, int flags); on Deno's thread pool (it maps files)
+  dlopen: { parameters: ["buffer", "i32"], result: "pointer", nonblocking: true },
   // int madvise (void *addr, size_t length, int advice);
   madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
   // void *aligned_alloc (size_t alignment, size_t size);

@@ -13,6 +13,7 @@
 
 import { VoltError } from "../lib/errors.ts";
 import { bindOnUse } from "./bind_on_use.ts";
+import { libc } from "./libc.ts";
 
 /** The callback struct `{callback, user_data, free}` that libnbd takes by value (24 bytes). */
 const CALLBACK_STRUCT = { struct: ["pointer", "pointer", "pointer"] } as const;
@@ -236,12 +237,8 @@ let preloading: Promise<unknown> | undefined;
 export function preloadLibnbd(): void {
   if (loaded || preloading) return;
   try {
-    const { symbols } = Deno.dlopen("libc.so.6", {
-      // void *dlopen(const char *filename, int flags);
-      dlopen: { parameters: ["buffer", "i32"], result: "pointer", nonblocking: true },
-    });
     const path = Deno.env.get("VOLT_LIBNBD") || LIBNBD_NAME;
-    preloading = symbols.dlopen(cstr(path), RTLD_NOW).catch(() => {});
+    preloading = libc().dlopen(cstr(path), RTLD_NOW).catch(() => {});
   } catch {
     preloading = Promise.resolve(); // no libc to ask: libnbd() loads it as usual
   }
