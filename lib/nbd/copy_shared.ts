@@ -376,7 +376,7 @@ export class CopyStopped extends Error {}
  * How a copy worker ends after `err`: `aborted` when it was stopped, otherwise it marks the
  * copy failed (so the other thread stops too) and reports the error. Then the worker closes.
  */
-export function endWorker(
+function endWorker(
   scope: WorkerScope,
   shared: SharedArrayBuffer | undefined,
   err: unknown,
@@ -429,7 +429,7 @@ let traceOrigin = performance.timeOrigin;
 let tracing: boolean | undefined;
 
 /** Makes {@link trace} count from `origin` (a Worker: the main thread's `timeOrigin`). */
-export function setTraceOrigin(origin: number): void {
+function setTraceOrigin(origin: number): void {
   traceOrigin = origin;
 }
 
