@@ -28,7 +28,9 @@ export function processStart(pid: number | "self"): number | undefined {
 }
 
 /**
- * Whether the process that had `pid` and `start` ({@link processStart}) still runs.
+ * Whether the process that had `pid` and `start` ({@link processStart}) still runs. A start of
+ * 0 (its owner could not read `/proc`) counts as running while any process has that pid: when
+ * in doubt, something is kept rather than taken from a live process.
  *
  * @example
  * ```ts
@@ -37,5 +39,6 @@ export function processStart(pid: number | "self"): number | undefined {
  * ```
  */
 export function stillRunning(pid: number, start: number): boolean {
-  return processStart(pid) === start;
+  const now = processStart(pid);
+  return now !== undefined && (start === 0 || now === start);
 }
