@@ -130,6 +130,7 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
 
     const raw = `${dir}/out.raw`;
     const base = `${dir}/base.raw`; // the full copy the incremental applies to
+    const incremental = ["nbd", "copy", srcUri, base, "--bitmap", "b0", "--sync"];
     const rmRaw = () => Deno.remove(raw).catch(() => {});
     const tgt = `${dir}/tgt.qcow2`;
     const tgtSock = `${dir}/tgt.sock`;
@@ -223,18 +224,7 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
         contenders: [
           {
             name: "volt --bitmap b0 --sync",
-            argv: () =>
-              voltArgv(
-                "nbd",
-                "copy",
-                srcUri,
-                base,
-                "--bitmap",
-                "b0",
-                "--sync",
-                "--output-format",
-                "json",
-              ),
+            argv: () => voltArgv(...incremental, "--output-format", "json"),
             after: (s) => {
               bytesReadIncremental = (JSON.parse(s.stdout) as { bytesRead: number }).bytesRead;
               engine.incremental.push(engineSeconds(s));
@@ -360,15 +350,7 @@ export async function main(argv: string[] = Deno.args): Promise<void> {
       console.log(`  ${label.padEnd(52)} ${value.padStart(6)}  ${target ? `[${target}]` : ""}`);
     }
     console.log("\none incremental traced (VOLT_NBD_TRACE=1; ms since the runtime started):");
-    const [tracedCmd, ...tracedArgs] = voltArgv(
-      "nbd",
-      "copy",
-      srcUri,
-      base,
-      "--bitmap",
-      "b0",
-      "--sync",
-    );
+    const [tracedCmd, ...tracedArgs] = voltArgv(...incremental);
     const traced = await new Deno.Command(tracedCmd, {
       args: tracedArgs,
       env: { VOLT_NBD_TRACE: "1" },
